@@ -1,0 +1,310 @@
+"""The event log on Apache Kafka, through kafka-python.
+
+Appends use an idempotent producer with ``acks=all`` and wait for every
+acknowledgement. The topic is created on demand with infinite retention, delete (never
+compact) cleanup and ``LogAppendTime`` timestamps, so "read from a time" means "what
+was appended since then"; an existing topic with finite retention or compaction is
+refused, because the log is the system of record. Records are partitioned with the same
+murmur2 function as :mod:`events.sqlite`, so both adapters place a key identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from events.codec import partition_for, to_record
+from events.log import (
+    LogConfigError,
+    LogError,
+    LogRecord,
+    LogUnavailableError,
+    OutgoingRecord,
+    Position,
+    check_read_args,
+    to_epoch_ms,
+)
+from schemas import Envelope
+
+log = logging.getLogger(__name__)
+
+TOPIC_CONFIG = {
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+    "message.timestamp.type": "LogAppendTime",
+}
+
+
+class KafkaEventLog:
+    """An :class:`events.log.EventLog` on one Kafka topic."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        partitions: int = 6,
+        replication_factor: int = 1,
+        client_id: str = "loopcrm",
+        delivery_timeout_ms: int = 30_000,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._client_id = client_id
+        self._timeout_ms = delivery_timeout_ms
+        self._producer_config: dict[str, Any] = {
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "batch_size": 256 * 1024,
+            "max_request_size": 4 * 1024 * 1024,
+            "request_timeout_ms": min(delivery_timeout_ms, 30_000),
+            "delivery_timeout_ms": delivery_timeout_ms,
+            "max_block_ms": delivery_timeout_ms,
+            **(producer_config or {}),
+        }
+        self._producer: KafkaProducer | None = None
+        self._producer_lock = threading.Lock()
+        self._partitions = self._ensure_topic(partitions, replication_factor)
+
+    # -- topic ------------------------------------------------------------------------
+
+    def _ensure_topic(self, partitions: int, replication_factor: int) -> int:
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self._bootstrap,
+                client_id=f"{self._client_id}-admin",
+                request_timeout_ms=self._timeout_ms,
+                bootstrap_timeout_ms=self._timeout_ms,
+            )
+        except KafkaError as exc:
+            raise LogUnavailableError(f"Kafka at {self._bootstrap} did not answer: {exc}") from exc
+        try:
+            try:
+                admin.create_topics(
+                    {
+                        self._topic: {
+                            "num_partitions": partitions,
+                            "replication_factor": replication_factor,
+                            "configs": TOPIC_CONFIG,
+                        }
+                    },
+                    wait_for_metadata=True,
+                )
+                log.info("created topic %s with %d partitions", self._topic, partitions)
+            except TopicAlreadyExistsError:
+                self._check_existing_topic(admin)
+            described = admin.describe_topics([self._topic])
+            return len(described[0]["partitions"])
+        except KafkaError as exc:
+            raise LogUnavailableError(f"could not set up topic {self._topic!r}: {exc}") from exc
+        finally:
+            admin.close()
+
+    def _check_existing_topic(self, admin: KafkaAdminClient) -> None:
+        resource = ConfigResource(ConfigResourceType.TOPIC, self._topic)
+        described = admin.describe_configs([resource], config_filter="all")
+        configs = described["topic"][self._topic]
+        actual = {name: str(configs[name]["value"]) for name in TOPIC_CONFIG if name in configs}
+        if actual.get("retention.ms") != "-1" or "compact" in actual.get("cleanup.policy", ""):
+            raise LogConfigError(
+                f"topic {self._topic!r} exists with retention.ms={actual.get('retention.ms')} "
+                f"cleanup.policy={actual.get('cleanup.policy')}; the event log is the system of "
+                "record and must keep every event: set retention.ms=-1 and cleanup.policy=delete"
+            )
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    def partition_count(self) -> int:
+        return self._partitions
+
+    # -- append -----------------------------------------------------------------------
+
+    def _get_producer(self) -> KafkaProducer:
+        with self._producer_lock:
+            if self._producer is None:
+                try:
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=self._bootstrap,
+                        client_id=self._client_id,
+                        **self._producer_config,
+                    )
+                except KafkaError as exc:
+                    raise LogUnavailableError(f"Kafka producer could not start: {exc}") from exc
+            return self._producer
+
+    def _reset_producer(self) -> None:
+        """Drop a producer whose batch failed; its idempotence state cannot be trusted."""
+        with self._producer_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=0)
+
+    def append(self, events: Sequence[Envelope]) -> list[Position]:
+        return self.append_records([to_record(event) for event in events])
+
+    def append_records(self, records: Sequence[OutgoingRecord]) -> list[Position]:
+        if not records:
+            return []
+        producer = self._get_producer()
+        try:
+            futures = [
+                producer.send(
+                    self._topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers),
+                    partition=0 if record.key is None else partition_for(record.key, self._partitions),
+                )
+                for record in records
+            ]
+            producer.flush(timeout=self._timeout_ms / 1000)
+            metadata = [future.get(timeout=0) for future in futures]
+        except KafkaError as exc:
+            self._reset_producer()
+            raise LogUnavailableError(
+                f"Kafka did not acknowledge {len(records)} record(s) on {self._topic!r}: {exc!r}"
+            ) from exc
+        return [Position(m.partition, m.offset) for m in metadata]
+
+    # -- read -------------------------------------------------------------------------
+
+    def _consumer(self) -> KafkaConsumer:
+        try:
+            return KafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                client_id=f"{self._client_id}-reader",
+                group_id=None,
+                enable_auto_commit=False,
+                max_poll_records=5_000,
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+                request_timeout_ms=max(self._timeout_ms, 30_000) + 5_000,
+            )
+        except KafkaError as exc:
+            raise LogUnavailableError(f"Kafka consumer could not start: {exc}") from exc
+
+    def _partitions_of(self) -> list[TopicPartition]:
+        return [TopicPartition(self._topic, p) for p in range(self._partitions)]
+
+    def end_offsets(self) -> dict[int, int]:
+        consumer = self._consumer()
+        try:
+            ends = consumer.end_offsets(self._partitions_of())
+            return {tp.partition: int(offset) for tp, offset in ends.items()}
+        except KafkaError as exc:
+            raise LogUnavailableError(f"could not read end offsets: {exc}") from exc
+        finally:
+            consumer.close()
+
+    def offsets_for_time(self, when: datetime) -> dict[int, int]:
+        consumer = self._consumer()
+        try:
+            return self._offsets_for_time(consumer, when)
+        finally:
+            consumer.close()
+
+    def _offsets_for_time(self, consumer: KafkaConsumer, when: datetime) -> dict[int, int]:
+        tps = self._partitions_of()
+        try:
+            found = consumer.offsets_for_times({tp: to_epoch_ms(when) for tp in tps})
+            ends = consumer.end_offsets(tps)
+        except KafkaError as exc:
+            raise LogUnavailableError(f"could not look up offsets for {when}: {exc}") from exc
+        return {
+            tp.partition: int(found[tp].offset) if found.get(tp) else int(ends[tp]) for tp in tps
+        }
+
+    def read(
+        self,
+        *,
+        from_offsets: Mapping[int, int] | None = None,
+        from_time: datetime | None = None,
+        partitions: Collection[int] | None = None,
+        stall_timeout_s: float = 60.0,
+    ) -> Iterator[LogRecord]:
+        check_read_args(from_offsets, from_time)
+        wanted = sorted(partitions) if partitions is not None else list(range(self._partitions))
+        for p in wanted:
+            if not 0 <= p < self._partitions:
+                raise ValueError(f"partition {p} does not exist in {self._topic!r}")
+        consumer = self._consumer()
+        try:
+            yield from self._read(consumer, wanted, from_offsets, from_time, stall_timeout_s)
+        finally:
+            consumer.close()
+
+    def _read(
+        self,
+        consumer: KafkaConsumer,
+        wanted: list[int],
+        from_offsets: Mapping[int, int] | None,
+        from_time: datetime | None,
+        stall_timeout_s: float,
+    ) -> Iterator[LogRecord]:
+        tps = [TopicPartition(self._topic, p) for p in wanted]
+        try:
+            consumer.assign(tps)
+            ends = {tp: int(o) for tp, o in consumer.end_offsets(tps).items()}
+            begins = {tp: int(o) for tp, o in consumer.beginning_offsets(tps).items()}
+        except KafkaError as exc:
+            raise LogUnavailableError(f"could not start reading {self._topic!r}: {exc}") from exc
+        starts = self._offsets_for_time(consumer, from_time) if from_time else from_offsets or {}
+        pending = set()
+        for tp in tps:
+            start = max(begins[tp], int(starts.get(tp.partition, 0)))
+            if start < ends[tp]:
+                consumer.seek(tp, start)
+                pending.add(tp)
+        consumer.pause(*(set(tps) - pending))
+        last_progress = time.monotonic()
+        while pending:
+            try:
+                batches = consumer.poll(timeout_ms=500)
+            except KafkaError as exc:
+                raise LogUnavailableError(f"reading {self._topic!r} failed: {exc}") from exc
+            if batches:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > stall_timeout_s:
+                raise LogUnavailableError(
+                    f"reading {self._topic!r} made no progress for {stall_timeout_s:.0f}s"
+                )
+            for tp, messages in batches.items():
+                end = ends[tp]
+                for m in messages:
+                    if m.offset >= end:
+                        break
+                    yield LogRecord(
+                        self._topic,
+                        tp.partition,
+                        m.offset,
+                        m.timestamp,
+                        m.key,
+                        m.value,
+                        tuple((k, v) for k, v in (m.headers or ())),
+                    )
+            for tp in list(pending):
+                if consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+                    consumer.pause(tp)
+
+    def close(self) -> None:
+        with self._producer_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=self._timeout_ms / 1000)
+            except KafkaError as exc:  # pragma: no cover - close is best effort
+                raise LogError(f"producer did not close cleanly: {exc}") from exc

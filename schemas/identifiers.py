@@ -1,0 +1,126 @@
+"""Customer identifiers carried by events, normalised so that equal people look equal.
+
+Identity resolution joins events on these values, so normalisation is part of the
+contract: emails are trimmed and lower-cased, phones are E.164.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Annotated, Final, Literal
+
+import phonenumbers
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr, StringConstraints
+
+from schemas.errors import custom_error
+from schemas.fields import PII, Id
+
+DEFAULT_PHONE_REGION: Final = "US"
+"""Region assumed for phone numbers written without a leading ``+``."""
+
+IdentifierKind = Literal[
+    "customer_id", "account_id", "email", "phone", "device_id", "social_handle"
+]
+
+IDENTIFIER_KINDS: Final[tuple[IdentifierKind, ...]] = (
+    "customer_id",
+    "account_id",
+    "email",
+    "phone",
+    "device_id",
+    "social_handle",
+)
+"""Identifier kinds in precedence order (most authoritative first)."""
+
+_MAX_EMAIL_LENGTH: Final = 254
+_MAX_PHONE_INPUT_LENGTH: Final = 40
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
+
+
+@lru_cache(maxsize=65_536)
+def normalize_email(value: str) -> str:
+    """Strip and lower-case an email address; raise ``ValueError`` if it does not look like one."""
+    email = value.strip().lower()
+    if len(email) > _MAX_EMAIL_LENGTH or _EMAIL.fullmatch(email) is None:
+        raise ValueError(f"email {value!r} is not a valid email address")
+    return email
+
+
+@lru_cache(maxsize=65_536)
+def normalize_phone(value: str, region: str = DEFAULT_PHONE_REGION) -> str:
+    """Return the E.164 form of a phone number; raise ``ValueError`` if it is not valid.
+
+    Numbers without a leading ``+`` are read as numbers of ``region``.
+    """
+    error = f"phone {value!r} is not a valid phone number (use E.164, e.g. +14155550123)"
+    text = value.strip()
+    if not text or len(text) > _MAX_PHONE_INPUT_LENGTH:
+        raise ValueError(error)
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(error) from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(error)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_identifier(kind: IdentifierKind, value: str) -> str:
+    """Normalise ``value`` as an identifier of ``kind`` (email, phone or a plain id)."""
+    if kind == "email":
+        return normalize_email(value)
+    if kind == "phone":
+        return normalize_phone(value)
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError(f"{kind} must not be blank")
+    return stripped
+
+
+def _email(value: str) -> str:
+    try:
+        return normalize_email(value)
+    except ValueError as exc:
+        raise custom_error("email_invalid", "{reason}", reason=str(exc)) from None
+
+
+def _phone(value: str) -> str:
+    try:
+        return normalize_phone(value)
+    except ValueError as exc:
+        raise custom_error("phone_invalid", "{reason}", reason=str(exc)) from None
+
+
+Email = Annotated[StrictStr, StringConstraints(max_length=320), AfterValidator(_email)]
+Phone = Annotated[
+    StrictStr, StringConstraints(max_length=_MAX_PHONE_INPUT_LENGTH), AfterValidator(_phone)
+]
+
+
+class Identifiers(BaseModel):
+    """The ways touchpoints know a customer; events carry whichever they have."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, hide_input_in_errors=True, use_attribute_docstrings=True
+    )
+
+    email: Annotated[Email | None, PII] = None
+    phone: Annotated[Phone | None, PII] = None
+    account_id: Id | None = None
+    device_id: Annotated[Id | None, PII] = None
+    social_handle: Annotated[Id | None, PII] = None
+    customer_id: Id | None = None
+    """LoopCRM's canonical customer id, used by derived events."""
+
+    def present(self) -> list[tuple[str, str]]:
+        """The given identifiers as ``(kind, value)`` pairs, in ``IDENTIFIER_KINDS`` order."""
+        pairs: list[tuple[str, str]] = []
+        for kind in IDENTIFIER_KINDS:
+            value = getattr(self, kind)
+            if value is not None:
+                pairs.append((kind, value))
+        return pairs
+
+    def is_empty(self) -> bool:
+        return not any(getattr(self, kind) is not None for kind in IDENTIFIER_KINDS)
