@@ -68,7 +68,7 @@ class KafkaEventLog:
             "linger_ms": 5,
             "batch_size": 256 * 1024,
             "max_request_size": 4 * 1024 * 1024,
-            "request_timeout_ms": min(delivery_timeout_ms, 30_000),
+            "request_timeout_ms": min(delivery_timeout_ms // 2, 30_000),
             "delivery_timeout_ms": delivery_timeout_ms,
             "max_block_ms": delivery_timeout_ms,
             **(producer_config or {}),
@@ -150,7 +150,10 @@ class KafkaEventLog:
         with self._producer_lock:
             producer, self._producer = self._producer, None
         if producer is not None:
-            producer.close(timeout=0)
+            try:
+                producer.close(timeout=0)
+            except KafkaError as exc:  # unsent records are abandoned: the caller was told
+                log.debug("discarded a failed producer: %r", exc)
 
     def append(self, events: Sequence[Envelope]) -> list[Position]:
         return self.append_records([to_record(event) for event in events])
@@ -166,7 +169,9 @@ class KafkaEventLog:
                     key=record.key,
                     value=record.value,
                     headers=list(record.headers),
-                    partition=0 if record.key is None else partition_for(record.key, self._partitions),
+                    partition=0
+                    if record.key is None
+                    else partition_for(record.key, self._partitions),
                 )
                 for record in records
             ]

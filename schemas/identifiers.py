@@ -115,12 +115,9 @@ class Identifiers(BaseModel):
 
     def present(self) -> list[tuple[str, str]]:
         """The given identifiers as ``(kind, value)`` pairs, in ``IDENTIFIER_KINDS`` order."""
-        pairs: list[tuple[str, str]] = []
-        for kind in IDENTIFIER_KINDS:
-            value = getattr(self, kind)
-            if value is not None:
-                pairs.append((kind, value))
-        return pairs
+        values = self.__dict__
+        return [(kind, values[kind]) for kind in IDENTIFIER_KINDS if values[kind] is not None]
 
     def is_empty(self) -> bool:
-        return not any(getattr(self, kind) is not None for kind in IDENTIFIER_KINDS)
+        values = self.__dict__
+        return all(values[kind] is None for kind in IDENTIFIER_KINDS)

@@ -1,0 +1,1 @@
+"""LoopCRM's command line, settings and composition root (wiring adapters from settings)."""

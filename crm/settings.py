@@ -1,0 +1,43 @@
+"""Settings, read from ``CRM_*`` environment variables (and a ``.env`` file if present).
+
+One class for the command line; each later deployable (ingest gateway, processor, read
+API) extends it with its own fields. Secrets are ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the log and the projections live.
+
+    With neither ``CRM_KAFKA_BOOTSTRAP`` nor ``CRM_DATABASE_URL`` set, everything runs
+    embedded under ``CRM_DATA_DIR`` (an SQLite event log and SQLite projections).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CRM_", env_file=".env", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers, e.g. 127.0.0.1:9092; unset = embedded"
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of PostgreSQL, e.g. postgresql+psycopg2://u@host/db",
+    )
+    data_dir: Path = Field(default=Path(".crm"), description="embedded mode's data folder")
+    topic: str = Field(default="crm.events", description="the event topic")
+    deadletter_topic: str = Field(default="crm.deadletters", description="dead-letter topic")
+    partitions: int = Field(default=6, ge=1, le=1024, description="partitions of new topics")
+    replication_factor: int = Field(default=1, ge=1, le=10)
+    kafka_client_id: str = "loopcrm"
+    kafka_delivery_timeout_ms: int = Field(
+        default=30_000, ge=1_000, description="how long an append may wait for acks=all"
+    )
+
+    @property
+    def embedded(self) -> bool:
+        return self.kafka_bootstrap is None
