@@ -6,6 +6,8 @@ from crm.settings import Settings
 from events.kafka import KafkaEventLog
 from events.log import EventLog
 from events.sqlite import SqliteEventLog
+from projections.sql import create_engine_for
+from projections.store import SqlProjectionStore, outbox_publisher
 
 
 def build_event_log(settings: Settings, *, topic: str | None = None) -> EventLog:
@@ -21,3 +23,26 @@ def build_event_log(settings: Settings, *, topic: str | None = None) -> EventLog
             delivery_timeout_ms=settings.kafka_delivery_timeout_ms,
         )
     return SqliteEventLog(settings.data_dir / "log.sqlite3", name, partitions=settings.partitions)
+
+
+def build_projection_store(
+    settings: Settings, event_log: EventLog | None = None
+) -> SqlProjectionStore:
+    """PostgreSQL when ``CRM_DATABASE_URL`` is set, else SQLite under ``CRM_DATA_DIR``.
+
+    With ``event_log``, derived events go back to it and dead letters to the
+    dead-letter topic; tables are created if missing.
+    """
+    engine = create_engine_for(settings.database_url, settings.data_dir / "projections.sqlite3")
+    publish = None
+    if event_log is not None:
+        deadletters = build_event_log(settings, topic=settings.deadletter_topic)
+        publish = outbox_publisher(event_log, deadletters)
+    store = SqlProjectionStore(
+        engine,
+        schema=settings.projection_schema,
+        shared_threshold=settings.shared_identifier_threshold,
+        publish=publish,
+    )
+    store.create()
+    return store

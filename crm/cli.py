@@ -231,3 +231,60 @@ def smoke(
         console.print(f"[red]{len(missing)} acknowledged events were not read back")
         raise typer.Exit(1)
     console.print("[green]every acknowledged event was read back")
+
+
+@app.command("replay")
+def replay(
+    until: Annotated[
+        datetime | None,
+        typer.Option(help="build the state as known at this time into a separate schema/file"),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 2_000,
+    keep_old: Annotated[bool, typer.Option(help="keep the replaced schema (PostgreSQL)")] = False,
+) -> None:
+    """Rebuild every projection from the beginning of the log.
+
+    Without --until: into a fresh schema (or file) that replaces the live one atomically
+    once it has caught up (blue/green). With --until: the state as it was at that time,
+    into its own schema (or file) for analysis; the live projections are untouched.
+    """
+    from projections.replay import ReplaySource, rebuild
+
+    settings = Settings()
+    if until is not None and until.tzinfo is None:
+        until = until.astimezone()
+    event_log = build_event_log(settings)
+    source = ReplaySource(
+        settings.database_url,
+        settings.projection_schema,
+        settings.data_dir / "projections.sqlite3",
+        settings.shared_identifier_threshold,
+    )
+    try:
+        with _progress() as progress:
+            task = progress.add_task("replay", total=None, rate="")
+            started = time.perf_counter()
+            done = 0
+
+            def advance(n: int) -> None:
+                nonlocal done
+                done += n
+                rate = f"{done / max(time.perf_counter() - started, 1e-9):,.0f} ev/s"
+                progress.update(task, advance=n, rate=rate)
+
+            result = rebuild(
+                event_log,
+                source,
+                as_of=until,
+                batch_size=batch_size,
+                keep_old=keep_old,
+                on_total=lambda total: progress.update(task, total=total),
+                progress=advance,
+            )
+    finally:
+        event_log.close()
+    verb = "switched to" if result.switched else "built"
+    console.print(
+        f"[green]{verb} {result.target}: {result.records:,} records in {result.seconds:.1f}s "
+        f"({result.records / max(result.seconds, 1e-9):,.0f} ev/s)"
+    )

@@ -38,6 +38,16 @@ class Settings(BaseSettings):
         default=30_000, ge=1_000, description="how long an append may wait for acks=all"
     )
 
+    projection_schema: str = Field(
+        default="crm", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="PostgreSQL schema"
+    )
+    shared_identifier_threshold: int = Field(
+        default=3,
+        ge=1,
+        description="an identifier linked to more than this many account ids, emails or "
+        "phones is shared (a family phone, a till email) and links nobody",
+    )
+
     @property
     def embedded(self) -> bool:
         return self.kafka_bootstrap is None

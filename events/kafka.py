@@ -238,6 +238,7 @@ class KafkaEventLog:
         from_offsets: Mapping[int, int] | None = None,
         from_time: datetime | None = None,
         partitions: Collection[int] | None = None,
+        until_offsets: Mapping[int, int] | None = None,
         stall_timeout_s: float = 60.0,
     ) -> Iterator[LogRecord]:
         check_read_args(from_offsets, from_time)
@@ -247,7 +248,9 @@ class KafkaEventLog:
                 raise ValueError(f"partition {p} does not exist in {self._topic!r}")
         consumer = self._consumer()
         try:
-            yield from self._read(consumer, wanted, from_offsets, from_time, stall_timeout_s)
+            yield from self._read(
+                consumer, wanted, from_offsets, from_time, until_offsets or {}, stall_timeout_s
+            )
         finally:
             consumer.close()
 
@@ -257,12 +260,16 @@ class KafkaEventLog:
         wanted: list[int],
         from_offsets: Mapping[int, int] | None,
         from_time: datetime | None,
+        until_offsets: Mapping[int, int],
         stall_timeout_s: float,
     ) -> Iterator[LogRecord]:
         tps = [TopicPartition(self._topic, p) for p in wanted]
         try:
             consumer.assign(tps)
-            ends = {tp: int(o) for tp, o in consumer.end_offsets(tps).items()}
+            ends = {
+                tp: min(int(o), until_offsets.get(tp.partition, int(o)))
+                for tp, o in consumer.end_offsets(tps).items()
+            }
             begins = {tp: int(o) for tp, o in consumer.beginning_offsets(tps).items()}
         except KafkaError as exc:
             raise LogUnavailableError(f"could not start reading {self._topic!r}: {exc}") from exc

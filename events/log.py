@@ -107,12 +107,14 @@ class EventLog(Protocol):
         from_offsets: Mapping[int, int] | None = None,
         from_time: datetime | None = None,
         partitions: Collection[int] | None = None,
+        until_offsets: Mapping[int, int] | None = None,
     ) -> Iterator[LogRecord]:
         """Yield records from the start given (default: the beginning) up to the current end.
 
         ``from_offsets`` maps partition to the first offset to read (missing partitions
         start at the beginning); ``from_time`` starts each partition at its first record
         appended at or after that time. At most one of the two may be given.
+        ``until_offsets`` stops each partition it names before that offset.
         """
         ...
 

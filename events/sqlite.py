@@ -144,9 +144,13 @@ class SqliteEventLog:
         from_offsets: Mapping[int, int] | None = None,
         from_time: datetime | None = None,
         partitions: Collection[int] | None = None,
+        until_offsets: Mapping[int, int] | None = None,
     ) -> Iterator[LogRecord]:
         check_read_args(from_offsets, from_time)
         ends = self.end_offsets()
+        for p, until in (until_offsets or {}).items():
+            if p in ends:
+                ends[p] = min(ends[p], until)
         starts = self.offsets_for_time(from_time) if from_time else dict(from_offsets or {})
         for partition in sorted(partitions if partitions is not None else ends):
             if partition not in ends:

@@ -5,6 +5,7 @@ sometimes a social handle; each touchpoint sees them through the identifiers it 
 has (the web shop a device id and, after login, the email; the call centre a phone;
 social media a handle), which is what identity resolution has to untangle. Activity is
 skewed (a few customers do most of the buying) so value analysis has something to find.
+Households of five share a landline, so the shared-identifier guard has work to do.
 The same seed always gives the same events, event ids included.
 """
 
@@ -109,7 +110,7 @@ class SyntheticTouchpoints:
             index=i,
             account_id=f"ACC-{i:07d}",
             email=f"{first}.{last}.{i}@example.com".lower().replace("é", "e").replace("ü", "u"),
-            phone=f"+1415{2_000_000 + i % 7_000_000:07d}" if rng.random() < 0.8 else None,
+            phone=self._phone(i, rng),
             devices=tuple(f"dev-{i}-{d}" for d in range(rng.choice([1, 1, 2]))),
             social_handle=f"@{first.lower()}{i}" if rng.random() < 0.25 else None,
             first_name=first,
@@ -117,6 +118,14 @@ class SyntheticTouchpoints:
             currency=rng.choice(_CURRENCIES),
             activity=rng.paretovariate(1.3),
         )
+
+    @staticmethod
+    def _phone(i: int, rng: random.Random) -> str | None:
+        """Most people have their own phone; one in ten lives in a household of five
+        sharing a landline (which identity resolution must not use to merge them)."""
+        if i % 50 < 5:
+            return f"+1415{9_000_000 + i // 50:07d}"
+        return f"+1415{2_000_000 + i % 7_000_000:07d}" if rng.random() < 0.8 else None
 
     def _event_id(self) -> uuid.UUID:
         return uuid.UUID(int=self._ids.getrandbits(128), version=4)

@@ -77,6 +77,18 @@ class IdentityMerged(EventPayload):
         return merged_id
 
 
+class IdentitySplit(EventPayload):
+    """A customer record joined several people through an identifier now known to be
+    shared (a family phone, a till email); it was split into ``into``."""
+
+    event_type: ClassVar[str] = "identity.split"
+
+    customer_id: Id
+    into: Annotated[list[Id], Field(min_length=1, max_length=MAX_LINKING_IDENTIFIERS)]
+    shared_kinds: Annotated[list[IdentifierKind], Field(max_length=MAX_LINKING_IDENTIFIERS)]
+    reason: ShortText
+
+
 class SegmentDefined(EventPayload):
     """A segment (or a new version of it) was defined by a rule."""
 

@@ -92,6 +92,19 @@ class EventLogContract:
         only_one = list(log.read(partitions=[1]))
         assert {r.partition for r in only_one} == {1} and len(only_one) == ends[1]
 
+    def test_read_until_offsets_stops_each_partition_there(
+        self, make_log: MakeLog, topic: str
+    ) -> None:
+        log = make_log(topic, 3)
+        log.append(_events(120))
+        ends = log.end_offsets()
+        cut = {p: end // 3 for p, end in ends.items()}
+        read = list(log.read(until_offsets=cut))
+        assert len(read) == sum(cut.values())
+        assert all(r.offset < cut[r.partition] for r in read)
+        middle = list(log.read(from_offsets=cut, until_offsets={0: ends[0]}))
+        assert len(middle) == sum(ends[p] - cut[p] for p in ends)
+
     def test_read_from_time_returns_what_was_appended_since(
         self, make_log: MakeLog, topic: str
     ) -> None:

@@ -132,6 +132,12 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
         "linking_identifiers": [{"kind": "email", "value": "Ada@Example.com"}],
         "reason": "same email",
     },
+    "identity.split": {
+        "customer_id": "cust-1",
+        "into": ["cust-1", "cust-3"],
+        "shared_kinds": ["phone"],
+        "reason": "shared phone",
+    },
     "segment.defined": {
         "segment_id": "seg-vip",
         "version": 1,
@@ -211,7 +217,7 @@ def sample_event(event_type: str) -> Envelope:
 
 def test_samples_cover_the_whole_catalog() -> None:
     assert set(SAMPLE_PAYLOADS) == set(CATALOG)
-    assert len(CATALOG) == 31
+    assert len(CATALOG) == 32
 
 
 @pytest.mark.parametrize("event_type", sorted(CATALOG))

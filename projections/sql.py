@@ -1,0 +1,98 @@
+"""Small SQLAlchemy helpers shared by the projection store: engines, upserts, locks."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+_JSON_CODEC: dict[str, Any] = {
+    "json_serializer": lambda obj: orjson.dumps(obj).decode(),
+    "json_deserializer": orjson.loads,
+}
+
+
+def create_engine_for(url: str | None, sqlite_path: Path) -> Engine:
+    """PostgreSQL when ``url`` is set, else an SQLite file (the embedded mode)."""
+    if url:
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **_JSON_CODEC)
+    sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(f"sqlite:///{sqlite_path}", **_JSON_CODEC)
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let BEGIN below decide
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def is_postgres(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+def insert_for(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_*`` on both PostgreSQL and SQLite."""
+    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
+
+
+def upsert(
+    conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    """Insert rows, replacing every non-key column of rows whose key exists."""
+    if not rows:
+        return
+    stmt = insert_for(conn, table)
+    update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
+
+
+def insert_ignore(
+    conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    if rows:
+        conn.execute(
+            insert_for(conn, table).on_conflict_do_nothing(index_elements=list(keys)), rows
+        )
+
+
+def lock_keys(conn: Connection, names: Iterable[str]) -> None:
+    """Take transaction-scoped advisory locks on ``names`` (PostgreSQL), in sorted order.
+
+    Sorted, so two transactions locking overlapping sets cannot deadlock on them.
+    A no-op on SQLite, where ``BEGIN IMMEDIATE`` already serializes writers.
+    """
+    if not is_postgres(conn):
+        return
+    keys = sorted({advisory_key(name) for name in names})
+    if keys:
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+            {"keys": keys},
+        )
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_*lock`` from a name."""
+    return int.from_bytes(
+        hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+def chunks(items: Sequence[Any], size: int = 5_000) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

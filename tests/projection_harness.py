@@ -1,0 +1,68 @@
+"""Helpers shared by the projection tests: feed events to a store, read the results,
+and compute the same results at once from the set of events (the specification)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from events.codec import to_record
+from events.log import LogRecord
+from projections.customer import CustomerState, fold
+from projections.identity import nodes_of, resolve_all
+from projections.store import SqlProjectionStore
+from projections.tables import customers, timeline
+from schemas import Envelope
+
+TOPIC = "crm.events"
+
+
+def as_records(events: Sequence[Envelope], partition: int = 0, start: int = 0) -> list[LogRecord]:
+    """Log records for events, at consecutive offsets of one partition."""
+    records = []
+    for offset, event in enumerate(events, start=start):
+        out = to_record(event)
+        records.append(LogRecord(TOPIC, partition, offset, 0, out.key, out.value, out.headers))
+    return records
+
+
+def apply_in_batches(
+    store: SqlProjectionStore, records: Sequence[LogRecord], sizes: Iterable[int]
+) -> None:
+    position, sizes_iter = 0, iter(sizes)
+    while position < len(records):
+        size = max(1, next(sizes_iter, 500))
+        store.apply_batch(TOPIC, records[position : position + size])
+        position += size
+
+
+def projected(store: SqlProjectionStore) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """(event id -> customer id, customer id -> 360 state JSON) for customers with events."""
+    with store.engine.connect() as conn:
+        owners = {
+            e: c for e, c in conn.execute(sa.select(timeline.c.event_id, timeline.c.customer_id))
+        }
+        states = {
+            cid: state
+            for cid, state, count in conn.execute(
+                sa.select(customers.c.customer_id, customers.c.state, customers.c.event_count)
+            )
+            if count
+        }
+    return owners, states
+
+
+def expected(
+    events: Sequence[Envelope], threshold: int
+) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """The same two maps computed at once from the set of events."""
+    unique = {str(e.event_id): e for e in events}
+    owners = resolve_all({eid: nodes_of(e.identifiers) for eid, e in unique.items()}, threshold)
+    by_customer: dict[str, list[Envelope]] = defaultdict(list)
+    for eid, cid in owners.items():
+        by_customer[cid].append(unique[eid])
+    states = {cid: fold(evs, CustomerState.empty()).to_json() for cid, evs in by_customer.items()}
+    return owners, states
