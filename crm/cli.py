@@ -17,6 +17,7 @@ from rich.table import Table
 
 from crm.bootstrap import build_event_log
 from crm.cli_dev import dev_app
+from crm.cli_process import process
 from crm.settings import Settings
 from events.codec import decode_event
 from schemas import EventValidationError, export_json_schemas, parse_event
@@ -32,6 +33,7 @@ log_app = typer.Typer(help="The event log: inspect, append, read.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(log_app, name="log")
 app.add_typer(dev_app, name="dev")
+app.command("process")(process)
 
 console = Console(stderr=True)
 

@@ -1,0 +1,82 @@
+"""``crm process``: run a projection worker on Kafka in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from crm.bootstrap import build_event_log, build_projection_store
+from crm.settings import Settings
+from projections.faust_app import DEFAULT_GROUP_ID, run_worker
+from projections.processing import BatchProjector
+from projections.runner import follow
+
+console = Console(stderr=True)
+
+
+class LogLevel(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+
+
+def build_projector(settings: Settings) -> BatchProjector:
+    """The projection store, publishing derived events back to the event log."""
+    return build_projection_store(settings, build_event_log(settings))
+
+
+def process(
+    workers_group: Annotated[
+        str,
+        typer.Option(
+            "--workers-group", help="Kafka consumer group: workers in one group share partitions"
+        ),
+    ] = DEFAULT_GROUP_ID,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="most events applied in one transaction")
+    ] = 2000,
+    batch_wait: Annotated[
+        float, typer.Option(min=0.01, max=60.0, help="seconds to wait for a batch to fill")
+    ] = 0.5,
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
+) -> None:
+    """Project the event topic into the database until SIGTERM or Ctrl-C.
+
+    Start more workers with the same --workers-group to share the topic's partitions.
+    Each batch is one transaction with its checkpoints, so a killed worker loses
+    nothing and a restarted one repeats nothing. Without CRM_KAFKA_BOOTSTRAP the same
+    projections follow the embedded log in this process.
+    """
+    settings = Settings()
+    if settings.kafka_bootstrap is None:
+        _process_embedded(settings, batch_size)
+        return
+    run_worker(
+        settings,
+        build_projector,
+        group_id=workers_group,
+        batch_size=batch_size,
+        batch_wait=batch_wait,
+        log_level=log_level.value,
+    )
+
+
+def _process_embedded(settings: Settings, batch_size: int) -> None:
+    event_log = build_event_log(settings)
+    store = build_projection_store(settings, event_log)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    console.print(f"following the embedded log in {settings.data_dir} (Ctrl-C to stop)")
+    try:
+        follow(event_log, store, batch_size=batch_size, should_stop=stop.is_set)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        event_log.close()

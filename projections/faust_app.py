@@ -1,0 +1,284 @@
+"""The projection worker on Kafka (faust-streaming): batches of events, one transaction each.
+
+Exactly-once effect rests on the projector's checkpoints, never on faust's offset
+commits (faust has known commit bugs, e.g. faust-streaming/faust#312, #606). Every
+position the consumer reads from comes from ``BatchProjector.checkpoints``:
+
+* when partitions are assigned, the aiokafka rebalance listener seeks them to their
+  checkpoints before faust resumes them, so nothing is fetched from faust's committed
+  offsets (faust-streaming/faust#216: a stream could start before faust's own seek);
+* whenever faust itself "seeks to committed offsets" (after each rebalance, and when
+  its fetcher finds the flow stopped) :class:`CheckpointConsumer` seeks to the
+  checkpoints instead.
+
+Faust still commits the offsets of processed batches, which keeps consumer-lag tools
+meaningful; nothing reads those commits back. Partitions never applied start at 0 (the
+log keeps every event). A restarted or rebalanced worker therefore resumes exactly at
+the database checkpoint, and the projector skips whatever is delivered twice.
+
+All projector calls run on one thread per worker, in order, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from events.log import LogRecord
+from projections.processing import BatchProjector, ProcessorSettings
+
+__all__ = [
+    "DEFAULT_GROUP_ID",
+    "CheckpointConsumer",
+    "Projection",
+    "ProjectionApp",
+    "build_app",
+    "run_worker",
+    "to_log_record",
+]
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=ProcessorSettings)
+T = TypeVar("T")
+
+DEFAULT_GROUP_ID = "loopcrm-projections"
+FIRST_RETRY_S = 0.5
+MAX_RETRY_S = 30.0
+
+
+class Projection:
+    """Runs a projector's blocking calls on one thread, retrying failures forever.
+
+    A failed call is retried with exponential backoff (0.5 s doubling to 30 s) and never
+    skipped: a batch that cannot be applied stops its worker's progress until the cause
+    (usually the database) is fixed. Logs carry exception types, positions and code
+    locations only, never record contents or exception messages (both can hold PII).
+    """
+
+    def __init__(self, projector: BatchProjector, topic: str) -> None:
+        self.projector = projector
+        self.topic = topic
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector")
+
+    async def apply(self, records: Sequence[LogRecord]) -> int:
+        """Apply one batch in one transaction, then publish the derived events."""
+        where = _describe(records)
+        applied = await self._until_done(
+            f"apply_batch({where})", lambda: self.projector.apply_batch(self.topic, records)
+        )
+        published = await self._until_done("publish_outbox", self.projector.publish_outbox)
+        log.debug("batch %s: %d applied, %d derived published", where, applied, published)
+        return applied
+
+    async def next_offsets(self, partitions: Iterable[Any]) -> dict[Any, int]:
+        """The offset to resume each of our topic's ``partitions`` at (0 if never applied)."""
+        ours = [tp for tp in partitions if tp.topic == self.topic]
+        if not ours:
+            return {}
+        checkpoints = await self._until_done(
+            "checkpoints", lambda: self.projector.checkpoints(self.topic)
+        )
+        return {tp: checkpoints.get(tp.partition, 0) for tp in ours}
+
+    def close(self) -> None:
+        """Wait for the call in progress (its transaction commits or rolls back)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _until_done(self, what: str, call: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        delay, failures = FIRST_RETRY_S, 0
+        while True:
+            try:
+                result = await loop.run_in_executor(self._executor, call)
+            except Exception as exc:
+                failures += 1
+                frames = _code_locations(exc) if failures == 1 else ""
+                log.error(
+                    "%s failed (%s, attempt %d); retrying in %.1f s%s",
+                    what,
+                    type(exc).__qualname__,
+                    failures,
+                    delay,
+                    frames,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_S)
+                continue
+            if failures:
+                log.warning("%s succeeded after %d failed attempts", what, failures)
+            return result
+
+
+def _code_locations(exc: BaseException) -> str:
+    """Where ``exc`` was raised: files, lines and functions only (no values, no source)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return "".join(f"\n  {f.filename}:{f.lineno} in {f.name}" for f in frames)
+
+
+def _describe(records: Sequence[LogRecord]) -> str:
+    """``p0:120-245 p3:7-9``: which offsets a batch spans, without any content."""
+    spans: dict[int, tuple[int, int]] = {}
+    for r in records:
+        low, high = spans.get(r.partition, (r.offset, r.offset))
+        spans[r.partition] = (min(low, r.offset), max(high, r.offset))
+    return " ".join(f"p{p}:{low}-{high}" for p, (low, high) in sorted(spans.items()))
+
+
+def to_log_record(message: Any) -> LogRecord:
+    """A faust ``ConsumerMessage`` (timestamps in seconds) as the log's record type."""
+    headers = message.headers or ()
+    if isinstance(headers, Mapping):
+        headers = headers.items()
+    return LogRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=round((message.timestamp or 0) * 1000),
+        key=message.key,
+        value=message.value if message.value is not None else b"",
+        headers=tuple((str(k), bytes(v or b"")) for k, v in headers),
+    )
+
+
+# -- faust wiring: seek to the projector's checkpoints -----------------------------------
+
+
+class _CheckpointRebalanceListener(faust_aiokafka.ConsumerRebalanceListener):
+    """Seeks newly assigned partitions to their checkpoints before faust sees them.
+
+    Runs on the consumer thread's event loop, inside aiokafka's rebalance callback,
+    where seeking is supported and wins over aiokafka's own committed-offset lookup.
+    """
+
+    async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        assigned = set(assigned)
+        projection = cast(ProjectionApp, self._thread.app).projection
+        offsets = await projection.next_offsets(assigned)
+        consumer = self._thread._ensure_consumer()
+        for tp, offset in offsets.items():
+            consumer.seek(tp, offset)
+        if offsets:
+            log.info("assigned %s: starting at checkpoints", _offsets_text(offsets))
+        await super().on_partitions_assigned(assigned)
+
+
+class CheckpointConsumer(faust_aiokafka.Consumer):
+    """faust's consumer, with "the committed offset" meaning the projector's checkpoint."""
+
+    RebalanceListener = _CheckpointRebalanceListener
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        projection = cast(ProjectionApp, self.app).projection
+        offsets = await projection.next_offsets(self.assignment())
+        if offsets:
+            await self.seek_wait(offsets)
+            log.info("resuming %s from checkpoints", _offsets_text(offsets))
+        return offsets
+
+
+class _CheckpointTransport(faust_aiokafka.Transport):
+    Consumer = CheckpointConsumer
+
+
+class ProjectionApp(faust.App):
+    """A faust app whose consumer positions come from ``projection``'s checkpoints."""
+
+    def __init__(self, id: str, *, projection: Projection, **options: Any) -> None:
+        self.projection = projection
+        super().__init__(id, **options)
+
+    def _new_transport(self) -> Any:
+        return _CheckpointTransport(self.conf.broker_consumer, self)
+
+
+def _offsets_text(offsets: Mapping[Any, int]) -> str:
+    return " ".join(f"p{tp.partition}@{o}" for tp, o in sorted(offsets.items()))
+
+
+# -- the app ---------------------------------------------------------------------------
+
+
+def build_app(
+    settings: S,
+    projector_factory: Callable[[S], BatchProjector],
+    *,
+    group_id: str = DEFAULT_GROUP_ID,
+    batch_size: int = 2000,
+    batch_wait: float = 0.5,
+    options: Mapping[str, Any] | None = None,
+) -> ProjectionApp:
+    """A faust app projecting ``settings.topic`` in batches, as consumer group ``group_id``.
+
+    ``options`` overrides faust settings (tests shorten session timeouts with it).
+    """
+    if not settings.kafka_bootstrap:
+        raise ValueError("the Kafka stream processor needs CRM_KAFKA_BOOTSTRAP")
+    datadir = settings.data_dir / "faust"  # faust creates only the last folder itself
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    projection = Projection(projector_factory(settings), settings.topic)
+    app = ProjectionApp(
+        group_id,
+        projection=projection,
+        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        broker_client_id=f"{group_id}-worker",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        store="memory://",
+        datadir=str(datadir),
+        topic_disable_leader=True,
+        topic_allow_declare=False,  # KafkaEventLog creates the topic, never-expiring
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=batch_size,
+        stream_buffer_maxsize=max(2 * batch_size, 4096),
+        broker_max_poll_records=batch_size,
+        worker_redirect_stdouts=False,
+        **(options or {}),
+    )
+    events_topic = app.topic(
+        settings.topic, key_type=bytes, value_type=bytes, allow_empty=True, internal=False
+    )
+
+    @app.agent(events_topic, name="project_events", concurrency=1)
+    async def project_events(stream: Any) -> None:
+        async for events in stream.take_events(batch_size, within=batch_wait):
+            await projection.apply([to_log_record(event.message) for event in events])
+
+    return app
+
+
+def run_worker(
+    settings: S,
+    projector_factory: Callable[[S], BatchProjector],
+    *,
+    group_id: str = DEFAULT_GROUP_ID,
+    batch_size: int = 2000,
+    batch_wait: float = 0.5,
+    log_level: str = "info",
+    options: Mapping[str, Any] | None = None,
+) -> None:
+    """Run one worker in the foreground until SIGTERM or SIGINT, then stop gracefully.
+
+    Raises ``SystemExit`` (0 after a clean stop), as faust's worker always does.
+    """
+    app = build_app(
+        settings,
+        projector_factory,
+        group_id=group_id,
+        batch_size=batch_size,
+        batch_wait=batch_wait,
+        options=options,
+    )
+    worker = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        app.projection.close()
