@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from crm.bootstrap import build_event_log
+from crm.bootstrap import build_event_log, build_projection_store
 from crm.cli_dev import dev_app
 from crm.cli_process import process
 from crm.settings import Settings
@@ -175,6 +175,7 @@ def smoke(
     customers: Annotated[int, typer.Option(min=1)] = 1_000,
     seed: Annotated[int, typer.Option()] = 42,
     batch: Annotated[int, typer.Option(min=1, max=100_000)] = 1_000,
+    project: Annotated[bool, typer.Option(help="also build the single customer view")] = True,
 ) -> None:
     """Publish synthetic touchpoint events, read them back, and check nothing is lost.
 
@@ -233,6 +234,42 @@ def smoke(
         console.print(f"[red]{len(missing)} acknowledged events were not read back")
         raise typer.Exit(1)
     console.print("[green]every acknowledged event was read back")
+    if project:
+        _project_and_report(settings)
+
+
+def _project_and_report(settings: Settings) -> None:
+    """Run the projections up to the end of the log and show the single customer view."""
+    from projections.runner import catch_up
+
+    event_log = build_event_log(settings)
+    store = build_projection_store(settings, event_log)
+    try:
+        with _progress() as progress:
+            pending = sum(event_log.end_offsets().values()) - sum(
+                store.checkpoints(event_log.topic).values()
+            )
+            task = progress.add_task("project", total=pending, rate="")
+            started = time.perf_counter()
+            applied = 0
+
+            def advance(n: int) -> None:
+                nonlocal applied
+                applied += n
+                rate = f"{applied / max(time.perf_counter() - started, 1e-9):,.0f}/s"
+                progress.update(task, advance=n, rate=rate)
+
+            catch_up(event_log, store, on_batch=advance)
+            catch_up(event_log, store)  # the identity merges it just appended to the log
+        view = store.overview()
+    finally:
+        event_log.close()
+    table = Table(title="single customer view")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for label, value in view.items():
+        table.add_row(label, f"{value:,}")
+    Console().print(table)
 
 
 @app.command("replay")

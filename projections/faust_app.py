@@ -206,6 +206,15 @@ def _offsets_text(offsets: Mapping[Any, int]) -> str:
 # -- the app ---------------------------------------------------------------------------
 
 
+# A worker killed without leaving the group holds its partitions until its session
+# expires: 15 s (faust's default is 60 s) bounds that stall.
+GROUP_TIMEOUTS: Mapping[str, float] = {
+    "broker_session_timeout": 15.0,
+    "broker_heartbeat_interval": 3.0,
+    "broker_rebalance_timeout": 30.0,
+}
+
+
 def build_app(
     settings: S,
     projector_factory: Callable[[S], BatchProjector],
@@ -241,7 +250,7 @@ def build_app(
         stream_buffer_maxsize=max(2 * batch_size, 4096),
         broker_max_poll_records=batch_size,
         worker_redirect_stdouts=False,
-        **(options or {}),
+        **{**GROUP_TIMEOUTS, **(options or {})},
     )
     events_topic = app.topic(
         settings.topic, key_type=bytes, value_type=bytes, allow_empty=True, internal=False

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg2.extras
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -54,20 +55,106 @@ def upsert(
     conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
     """Insert rows, replacing every non-key column of rows whose key exists."""
-    if not rows:
-        return
-    stmt = insert_for(conn, table)
-    update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
+    _bulk_insert(conn, table, rows, keys, replace=True)
 
 
 def insert_ignore(
     conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
-    if rows:
-        conn.execute(
-            insert_for(conn, table).on_conflict_do_nothing(index_elements=list(keys)), rows
+    """Insert rows, skipping those whose key exists."""
+    _bulk_insert(conn, table, rows, keys, replace=False)
+
+
+def _bulk_insert(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    *,
+    replace: bool,
+) -> None:
+    if not rows:
+        return
+    if is_postgres(conn):
+        _pg_execute_values(conn, table, rows, keys, replace=replace)
+        return
+    for chunk in _row_chunks(table, rows):
+        stmt = insert_for(conn, table).values(list(chunk))
+        if replace:
+            update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+            conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update))
+        else:
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=list(keys)))
+
+
+def insert_new(
+    conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """Insert rows, skipping existing keys; return the keys of the rows really inserted."""
+    if not rows:
+        return []
+    if is_postgres(conn):
+        return _pg_execute_values(conn, table, rows, keys, replace=False, returning=True)
+    inserted: list[tuple[Any, ...]] = []
+    for chunk in _row_chunks(table, rows):
+        stmt = (
+            insert_for(conn, table)
+            .values(list(chunk))
+            .on_conflict_do_nothing(index_elements=list(keys))
         )
+        inserted.extend(tuple(r) for r in conn.execute(stmt.returning(*(table.c[k] for k in keys))))
+    return inserted
+
+
+def _pg_execute_values(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    *,
+    replace: bool,
+    returning: bool = False,
+) -> list[tuple[Any, ...]]:
+    """psycopg2's ``execute_values`` in the connection's transaction: one statement per
+    page, no per-row SQLAlchemy compilation (the hot path of every batch)."""
+    columns = [c for c in table.columns if c.name in rows[0]]
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    conflict = ", ".join(f'"{k}"' for k in keys)
+    if replace:
+        sets = ", ".join(f'"{c.name}" = EXCLUDED."{c.name}"' for c in columns if c.name not in keys)
+        action = f"DO UPDATE SET {sets}"
+    else:
+        action = "DO NOTHING"
+    json_columns = {c.name for c in columns if isinstance(c.type, sa.JSON)}
+    template = (
+        "(" + ", ".join("%s::jsonb" if c.name in json_columns else "%s" for c in columns) + ")"
+    )
+    values = [
+        tuple(
+            orjson.dumps(row[c.name]).decode() if c.name in json_columns else row[c.name]
+            for c in columns
+        )
+        for row in rows
+    ]
+    sql = f"INSERT INTO {name} ({names}) VALUES %s ON CONFLICT ({conflict}) {action}"
+    if returning:
+        sql += " RETURNING " + conflict
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        result = psycopg2.extras.execute_values(
+            cursor, sql, values, template=template, page_size=1_000, fetch=returning
+        )
+    finally:
+        cursor.close()
+    return [tuple(r) for r in result] if returning else []
+
+
+def _row_chunks(table: sa.Table, rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[Any]]:
+    """Multi-row VALUES statements: one round trip per chunk, not per row (psycopg2's
+    executemany is row by row), kept under both drivers' bound-parameter limits."""
+    return chunks(rows, max(1, 30_000 // len(table.columns)))
 
 
 def lock_keys(conn: Connection, names: Iterable[str]) -> None:

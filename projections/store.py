@@ -38,6 +38,7 @@ from projections.sql import (
     chunks,
     insert_for,
     insert_ignore,
+    insert_new,
     is_postgres,
     lock_keys,
     upsert,
@@ -140,6 +141,21 @@ class SqlProjectionStore:
                     identity_nodes.c.node == ident.node(kind, value)
                 )
             ).scalar_one_or_none()
+
+    def overview(self) -> dict[str, int]:
+        """Headline counts of the single customer view."""
+        queries = {
+            "customers": sa.select(sa.func.count()).select_from(customers),
+            "customers with orders": sa.select(sa.func.count()).where(customers.c.order_count > 0),
+            "identifiers": sa.select(sa.func.count()).select_from(identity_nodes),
+            "shared identifiers (not linking)": sa.select(sa.func.count()).where(
+                identity_nodes.c.shared
+            ),
+            "merged ids (aliases)": sa.select(sa.func.count()).select_from(customer_aliases),
+            "timeline events": sa.select(sa.func.count()).select_from(timeline),
+        }
+        with self.engine.connect() as conn:
+            return {label: int(conn.execute(q).scalar_one()) for label, q in queries.items()}
 
     # -- applying ---------------------------------------------------------------------
 
@@ -379,17 +395,8 @@ class _Batch:
         return to_split
 
     def _insert_new_edges(self, edges: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        new: list[tuple[str, str]] = []
-        stmt = insert_for(self.conn, identity_edges)
-        for chunk in chunks(edges, 1_000):
-            rows = [{"a": a, "b": b} for a, b in chunk]
-            inserted = self.conn.execute(
-                stmt.values(rows)
-                .on_conflict_do_nothing(index_elements=["a", "b"])
-                .returning(identity_edges.c.a, identity_edges.c.b)
-            )
-            new.extend((a, b) for a, b in inserted)
-        return new
+        rows = [{"a": a, "b": b} for a, b in edges]
+        return [(a, b) for a, b in insert_new(self.conn, identity_edges, rows, ["a", "b"])]
 
     def _split(self, customer_id: str, trigger: Envelope) -> None:
         """Recompute a customer whose links ran through an identifier now known as shared."""
