@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +18,9 @@ from rich.table import Table
 
 from crm.bootstrap import build_event_log, build_projection_store
 from crm.cli_dev import dev_app
+from crm.cli_import import deadletters_app, import_command
+from crm.cli_ingest import ingest_app
+from crm.cli_keys import keys_app
 from crm.cli_process import process
 from crm.settings import Settings
 from events.codec import decode_event
@@ -33,6 +37,10 @@ log_app = typer.Typer(help="The event log: inspect, append, read.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(log_app, name="log")
 app.add_typer(dev_app, name="dev")
+app.command("import")(import_command)
+app.add_typer(deadletters_app, name="deadletters")
+app.add_typer(keys_app, name="keys")
+app.add_typer(ingest_app, name="ingest")
 app.command("process")(process)
 
 console = Console(stderr=True)
@@ -48,6 +56,20 @@ def _progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def _rated(progress: Progress, description: str, total: float | None) -> Callable[[int], None]:
+    """A task on ``progress`` and the function that advances it, showing events/s."""
+    task = progress.add_task(description, total=total, rate="")
+    started, done = time.perf_counter(), 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        rate = f"{done / max(time.perf_counter() - started, 1e-9):,.0f} ev/s"
+        progress.update(task, advance=n, rate=rate)
+
+    return advance
 
 
 @schemas_app.command("export")
@@ -249,17 +271,7 @@ def _project_and_report(settings: Settings) -> None:
             pending = sum(event_log.end_offsets().values()) - sum(
                 store.checkpoints(event_log.topic).values()
             )
-            task = progress.add_task("project", total=pending, rate="")
-            started = time.perf_counter()
-            applied = 0
-
-            def advance(n: int) -> None:
-                nonlocal applied
-                applied += n
-                rate = f"{applied / max(time.perf_counter() - started, 1e-9):,.0f}/s"
-                progress.update(task, advance=n, rate=rate)
-
-            catch_up(event_log, store, on_batch=advance)
+            catch_up(event_log, store, on_batch=_rated(progress, "project", pending))
             catch_up(event_log, store)  # the identity merges it just appended to the log
         view = store.overview()
     finally:
@@ -301,16 +313,8 @@ def replay(
     )
     try:
         with _progress() as progress:
-            task = progress.add_task("replay", total=None, rate="")
-            started = time.perf_counter()
-            done = 0
-
-            def advance(n: int) -> None:
-                nonlocal done
-                done += n
-                rate = f"{done / max(time.perf_counter() - started, 1e-9):,.0f} ev/s"
-                progress.update(task, advance=n, rate=rate)
-
+            advance = _rated(progress, "replay", None)
+            task = progress.task_ids[-1]
             result = rebuild(
                 event_log,
                 source,

@@ -56,10 +56,23 @@ class Deployment:
     def start_worker(self) -> subprocess.Popen[bytes]:
         out = (self.logs / f"worker-{len(self.workers)}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from crm.cli import app; app()", "process",
-             "--workers-group", self.group, "--batch-size", "500", "--batch-wait", "0.2",
-             "--log-level", "warning"],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-c",
+                "from crm.cli import app; app()",
+                "process",
+                "--workers-group",
+                self.group,
+                "--batch-size",
+                "500",
+                "--batch-wait",
+                "0.2",
+                "--log-level",
+                "warning",
+            ],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         self.workers.append(proc)
         return proc
