@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ class Row:
     error: str | None = None
 
 
-class RowReader:
+class RowReader(ABC):
     """Rows of a file and how many bytes have been read (for progress)."""
 
     header: list[str] | None = None
@@ -80,8 +81,8 @@ class RowReader:
     def bytes_read(self) -> int:
         return self._binary.tell()
 
-    def __iter__(self) -> Iterator[Row]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def __iter__(self) -> Iterator[Row]: ...
 
 
 class CsvRows(RowReader):
