@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from crm.bootstrap import build_event_log, build_projection_store
+from crm.cli_api import api_app
 from crm.cli_dev import dev_app
 from crm.cli_import import deadletters_app, import_command
 from crm.cli_ingest import ingest_app
@@ -37,6 +38,7 @@ log_app = typer.Typer(help="The event log: inspect, append, read.")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(log_app, name="log")
 app.add_typer(dev_app, name="dev")
+app.add_typer(api_app, name="api")
 app.command("import")(import_command)
 app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(keys_app, name="keys")

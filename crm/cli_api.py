@@ -1,0 +1,56 @@
+"""``crm api serve``: the read API (uvicorn), wired from settings.
+
+FastAPI and uvicorn are imported when the API is built, not when ``crm`` starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from crm.bootstrap_auth import build_api_key_store
+from crm.cli_process import LogLevel
+from crm.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+api_app = typer.Typer(help="The read API: the single customer view over HTTP.")
+
+
+def build_read_api(settings: Settings) -> FastAPI:
+    """The read API on the configured projections (PostgreSQL or embedded SQLite)."""
+    from read_api import create_app, create_read_engine
+
+    engine = create_read_engine(settings.database_url, settings.data_dir / "projections.sqlite3")
+    return create_app(
+        engine,
+        build_api_key_store(settings),
+        topic=settings.topic,
+        schema=settings.projection_schema,
+    )
+
+
+@api_app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65_535)] = 8000,
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
+) -> None:
+    """Serve /v1/customers (API key with the read scope: see `crm keys create`).
+
+    Reads CRM_DATABASE_URL (schema CRM_PROJECTION_SCHEMA), else the embedded
+    CRM_DATA_DIR/projections.sqlite3. Uvicorn's access log is off: it would print query
+    strings, which hold identifiers; the API logs route templates only.
+    """
+    import uvicorn
+
+    logging.basicConfig(
+        level=log_level.value.upper(), format="%(levelname)s: %(name)s: %(message)s"
+    )
+    app = build_read_api(Settings())
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level.value, access_log=False, proxy_headers=False
+    )

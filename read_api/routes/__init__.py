@@ -1,0 +1,11 @@
+"""One router per resource, gathered here."""
+
+from fastapi import APIRouter
+
+from read_api.routes import customers, ops
+
+api_router = APIRouter()
+api_router.include_router(customers.router)
+api_router.include_router(ops.router)
+
+__all__ = ["api_router"]
