@@ -153,7 +153,13 @@ class KafkaEventLog:
             try:
                 producer.close(timeout=0)
             except KafkaError as exc:  # unsent records are abandoned: the caller was told
+                # kafka-python's close() flushes first and, when that times out, returns
+                # before stopping its sender thread; stop it here so nothing leaks.
                 log.debug("discarded a failed producer: %r", exc)
+                sender = getattr(producer, "_sender", None)
+                if sender is not None:
+                    sender.force_close()
+                producer._closed = True
 
     def append(self, events: Sequence[Envelope]) -> list[Position]:
         return self.append_records([to_record(event) for event in events])
