@@ -5,24 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request, status
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from auth import ApiKeyStore, AuthError, Principal, Scope
+from auth import Principal, Scope
+from auth.http import scope_dependency
 from read_api.freshness import MAX_WAIT_MS, InvalidPositionError, parse_positions, wait_for
 from read_api.store import ReadStore
-
-bearer_scheme = HTTPBearer(
-    auto_error=False,
-    scheme_name="BearerKey",
-    description="`Authorization: Bearer crm_<key id>_<secret>` (an API key, see `crm keys`)",
-)
-api_key_scheme = APIKeyHeader(
-    name="X-API-Key",
-    auto_error=False,
-    scheme_name="ApiKeyHeader",
-    description="`X-API-Key: crm_<key id>_<secret>` (the same key, for clients without Bearer)",
-)
-CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def get_store(request: Request) -> ReadStore:
@@ -30,31 +17,8 @@ def get_store(request: Request) -> ReadStore:
     return store
 
 
-def require_read_scope(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    api_key: Annotated[str | None, Depends(api_key_scheme)],
-) -> Principal:
-    """The caller's principal; 401 without a valid key, 403 without the ``read`` scope
-    (``admin`` implies it). A plain ``def``: a cache miss reads the database."""
-    presented = bearer.credentials if bearer is not None else api_key
-    if not presented:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send Authorization: Bearer <key> or X-API-Key: <key>",
-            headers=CHALLENGE,
-        )
-    keys: ApiKeyStore = request.app.state.key_store
-    try:
-        return keys.verify(presented, Scope.READ)
-    except AuthError as exc:
-        raise HTTPException(
-            exc.status, exc.message, headers=CHALLENGE if exc.status == 401 else None
-        ) from None
-
-
 StoreDep = Annotated[ReadStore, Depends(get_store)]
-ReadPrincipal = Annotated[Principal, Depends(require_read_scope)]
+ReadPrincipal = Annotated[Principal, Depends(scope_dependency(Scope.READ))]
 
 
 async def wait_for_position(
