@@ -33,6 +33,7 @@ from events.codec import decode_event, to_record
 from events.log import EventLog, LogRecord, OutgoingRecord
 from projections import identity as ident
 from projections.customer import CustomerState
+from projections.queries import live_customer
 from projections.sql import (
     advisory_key,
     chunks,
@@ -70,7 +71,6 @@ log = logging.getLogger(__name__)
 
 DERIVED_NAMESPACE = uuid.UUID("6f1c8f4e-8a7d-4a53-9f0e-3c9b2d7e5a10")
 IGNORED_TYPES = frozenset({"identity.split"})  # history of the projection itself
-MAX_ALIAS_HOPS = 64
 SWITCH_LOCK = "crm:replay-switch"
 _RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
 
@@ -684,23 +684,6 @@ def _split_event(
         f"identity.split:{customer_id}:{','.join(into)}",
         trigger,
     )
-
-
-def live_customer(conn: Connection, customer_id: str) -> str | None:
-    """Follow aliases from ``customer_id`` to a customer that exists (None if none)."""
-    current = customer_id
-    for _ in range(MAX_ALIAS_HOPS):
-        if conn.execute(
-            sa.select(customers.c.customer_id).where(customers.c.customer_id == current)
-        ).first():
-            return current
-        target = conn.execute(
-            sa.select(customer_aliases.c.customer_id).where(customer_aliases.c.alias == current)
-        ).scalar_one_or_none()
-        if target is None or target == current:
-            return None
-        current = target
-    return None
 
 
 def _dead_letter(record: LogRecord, reason: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The read API: FastAPI over the projection tables (customer 360, search, timeline).
 
-It reads the tables the projections write but never imports ``projections``: the
-columns it reads are declared again in ``read_api.tables``. ``create_app`` takes an
+It reads the tables the projections write, through their definitions
+(``projections.tables``) and the shared alias rule (``projections.queries``); it never
+imports projection logic (reducers, the store). ``create_app`` takes an
 engine and a key store; the composition root is ``crm api serve``.
 """
 

@@ -15,10 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from projections.queries import live_customer
 from read_api import cursor
-from read_api.tables import checkpoints, customer_aliases, customers, identity_nodes, timeline
+from read_api.tables import checkpoints, customers, identity_nodes, timeline
 
-MAX_ALIAS_HOPS = 64
 SUMMARY_COLUMNS = (
     "customer_id",
     "display_name",
@@ -137,7 +137,7 @@ class ReadStore:
         """The live customer ``customer_id`` is or was merged into; None if unknown."""
         with self.engine.connect() as conn:
             positions = self._positions(conn)
-            live = _live_customer(conn, customer_id)
+            live = live_customer(conn, customer_id)
             if live is None:
                 return None
             row = (
@@ -175,7 +175,7 @@ class ReadStore:
         key = cursor.decode(after, kind, datetime) if after is not None else None
         with self.engine.connect() as conn:
             positions = self._positions(conn)
-            live = _live_customer(conn, customer_id)
+            live = live_customer(conn, customer_id)
             if live is None:
                 return None, Page([], None, positions)
             at, event_id = timeline.c.occurred_at, timeline.c.event_id
@@ -202,23 +202,6 @@ class ReadStore:
             rows = rows[:limit]
             next_cursor = cursor.encode(kind, rows[-1]["occurred_at"], rows[-1]["event_id"])
         return live, Page(rows, next_cursor, positions)
-
-
-def _live_customer(conn: Connection, customer_id: str) -> str | None:
-    """Follow aliases to a customer that exists (the projection store's rule)."""
-    current = customer_id
-    for _ in range(MAX_ALIAS_HOPS):
-        if conn.execute(
-            sa.select(customers.c.customer_id).where(customers.c.customer_id == current)
-        ).first():
-            return current
-        target = conn.execute(
-            sa.select(customer_aliases.c.customer_id).where(customer_aliases.c.alias == current)
-        ).scalar_one_or_none()
-        if target is None or target == current:
-            return None
-        current = target
-    return None
 
 
 def _summary(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
