@@ -22,6 +22,7 @@ from crm.cli_dev import dev_app
 from crm.cli_import import deadletters_app, import_command
 from crm.cli_ingest import ingest_app
 from crm.cli_keys import keys_app
+from crm.cli_loop import assess_command, campaigns_app, segments_app
 from crm.cli_process import process
 from crm.settings import Settings
 from events.codec import decode_event
@@ -44,6 +45,9 @@ app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(keys_app, name="keys")
 app.add_typer(ingest_app, name="ingest")
 app.command("process")(process)
+app.command("assess")(assess_command)
+app.add_typer(segments_app, name="segments")
+app.add_typer(campaigns_app, name="campaigns")
 
 console = Console(stderr=True)
 

@@ -47,6 +47,17 @@ class Settings(BaseSettings):
         description="an identifier linked to more than this many account ids, emails or "
         "phones is shared (a family phone, a till email) and links nobody",
     )
+    reporting_currency: str = Field(
+        default="EUR", pattern=r"^[A-Z]{3}$", description="currency of assessment figures"
+    )
+    fx_rates: dict[str, float] = Field(
+        default={"EUR": 1.0, "USD": 0.92, "GBP": 1.17},
+        description="units of the reporting currency per unit of each currency (JSON); "
+        "orders in other currencies are left out of assessments and counted",
+    )
+    assessment_horizon_weeks: float = Field(
+        default=52, gt=0, le=520, description="CLV horizon of assessments"
+    )
 
     @property
     def embedded(self) -> bool:

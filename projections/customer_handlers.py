@@ -210,7 +210,8 @@ def _bounced(s: CustomerState, p: MessageBounced, stamp: Stamp, channel: str) ->
 @handles(CampaignCustomerTargeted)
 def _targeted(s: CustomerState, p: CampaignCustomerTargeted, stamp: Stamp, channel: str) -> None:
     stats = _campaign(s, p.campaign_id)
-    stats.group = later(stats.group, Stamped(p.group.value, stamp))
+    if stats.group is None or stamp > stats.group.stamp:
+        stats.group, stats.rfm_segment = Stamped(p.group.value, stamp), p.rfm_segment
 
 
 @handles(ConversionAttributed)

@@ -253,13 +253,18 @@ class CampaignStats(MessageStats):
 
     group: Stamped[str] | None = None
     """``treatment`` or ``control``, from the latest ``campaign.customer_targeted``."""
+    rfm_segment: str | None = None
+    """The RFM segment the latest ``campaign.customer_targeted`` recorded (with ``group``)."""
     conversions: int = 0
     converted_revenue: dict[str, Decimal] = field(default_factory=dict)
 
     def merge_from(self, other: MessageStats) -> None:
         MessageStats.merge_from(self, other)
         if isinstance(other, CampaignStats):
-            self.group = later(self.group, other.group)
+            if other.group is not None and (
+                self.group is None or other.group.stamp > self.group.stamp
+            ):
+                self.group, self.rfm_segment = other.group, other.rfm_segment
             self.conversions += other.conversions
             for currency, amount in other.converted_revenue.items():
                 add_money(self.converted_revenue, currency, amount)
@@ -268,6 +273,7 @@ class CampaignStats(MessageStats):
         return {
             **MessageStats.to_json(self),
             "group": None if self.group is None else self.group.to_json(),
+            "rfm_segment": self.rfm_segment,
             "conversions": self.conversions,
             "converted_revenue": money_to_json(self.converted_revenue),
         }
@@ -279,6 +285,7 @@ class CampaignStats(MessageStats):
             **{name: data[name] for name in _MESSAGE_COUNTS},
             last_response_at=parse_time_or_none(data["last_response_at"]),
             group=None if group is None else stamped_from_json(group, str(group["value"])),
+            rfm_segment=data.get("rfm_segment"),
             conversions=data["conversions"],
             converted_revenue=money_from_json(data["converted_revenue"]),
         )

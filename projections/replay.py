@@ -81,6 +81,7 @@ def _apply_until(
         applied += store.apply_batch(event_log.topic, batch)
         if progress:
             progress(len(batch))
+    store.apply_deferred()
     return applied
 
 

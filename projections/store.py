@@ -9,7 +9,15 @@ redelivered batch changes nothing (exactly-once effect). Within the transaction:
 3. identity resolution (``projections.identity``) maps each event to a customer,
    merging customers an event links, and splitting one when a shared identifier is
    detected; merges are appended to the log as ``identity.merged`` (via the outbox);
-4. each event is folded into its customer's 360 state and added to the timeline.
+4. each event is folded into its customer's 360 state and added to the timeline;
+5. live (not in a rebuild), the closed loop's decisions follow (``projections.loop``):
+   orders are attributed to campaigns and changed customers are checked against the
+   active segment rules; the resulting events are applied in place *and* published
+   (outbox), so their return trip through the log is a no-op (timeline dedupe) and a
+   rebuild, which only reads the log, reproduces the same projections;
+6. definitions (segments, campaigns, assessment runs) are projected into their tables,
+   and each changed customer's rows (facts columns, current segments, campaigns) are
+   rewritten from its state.
 
 Concurrent workers (PostgreSQL) take advisory locks on the identifiers and customers a
 batch touches, in sorted order, and re-check the mapping after locking.
@@ -23,6 +31,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,8 +41,11 @@ from sqlalchemy.exc import DBAPIError
 from events.codec import decode_event, to_record
 from events.log import EventLog, LogRecord, OutgoingRecord
 from projections import identity as ident
+from projections import loop
 from projections.customer import CustomerState
+from projections.facts import facts_of
 from projections.queries import live_customer
+from projections.segment_rules import predicate
 from projections.sql import (
     advisory_key,
     chunks,
@@ -45,34 +57,53 @@ from projections.sql import (
     upsert,
 )
 from projections.tables import (
+    assessment_runs,
+    campaigns,
     checkpoints,
     customer_aliases,
+    customer_campaigns,
+    customer_segments,
     customers,
+    deferred_events,
     identity_edges,
     identity_nodes,
     metadata,
     outbox,
+    segment_definitions,
+    segment_history,
     timeline,
 )
 from schemas import (
+    AssessmentCompleted,
+    CampaignLaunched,
     Channel,
     Envelope,
+    EventPayload,
     EventValidationError,
     Identifiers,
     IdentityMerged,
     IdentitySplit,
     LinkingIdentifier,
+    OrderPlaced,
+    SegmentDefined,
+    SegmentEntered,
+    SegmentExited,
+    SegmentRetired,
     Source,
     new_event,
     parse_event,
 )
+from schemas.rules import parse_rule
 
 log = logging.getLogger(__name__)
 
 DERIVED_NAMESPACE = uuid.UUID("6f1c8f4e-8a7d-4a53-9f0e-3c9b2d7e5a10")
+SYSTEM_SOURCE = Source(system="loopcrm-projections", channel=Channel.SYSTEM)
 IGNORED_TYPES = frozenset({"identity.split"})  # history of the projection itself
 SWITCH_LOCK = "crm:replay-switch"
 _RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
+_DEFINITIONS = (SegmentDefined, SegmentRetired, CampaignLaunched, AssessmentCompleted)
+_TICK = timedelta(milliseconds=1)
 
 
 @dataclass
@@ -91,6 +122,13 @@ class _Customer:
     dirty: bool = False
 
 
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class SqlProjectionStore:
     """Customer 360, timeline and identity projections in PostgreSQL or SQLite."""
 
@@ -102,12 +140,16 @@ class SqlProjectionStore:
         shared_threshold: int = ident.DEFAULT_SHARED_THRESHOLD,
         publish: Callable[[str, Sequence[OutgoingRecord]], None] | None = None,
         live: bool = True,
+        clock: Clock = _utcnow,
     ) -> None:
-        """``live=False`` for a rebuild, which must not wait for the replay switch lock."""
+        """``live=False`` for a rebuild: it must not wait for the replay switch lock, and
+        takes no closed-loop decisions (they are in the log already). ``clock`` is "now"
+        for segment rules such as "within the last 90 days"."""
         self.live = live
         self.schema = schema if is_postgres(engine) else None
         self.engine = engine.execution_options(schema_translate_map={None: self.schema})
         self.shared_threshold = shared_threshold
+        self.clock = clock
         self._publish = publish
 
     # -- lifecycle --------------------------------------------------------------------
@@ -164,7 +206,8 @@ class SqlProjectionStore:
         for attempt in range(10):
             try:
                 with self.engine.begin() as conn:
-                    return _Batch(conn, self.shared_threshold, self.live).run(topic, records)
+                    batch = _Batch(conn, self.shared_threshold, self.live, self.clock)
+                    return batch.run(topic, records)
             except DBAPIError as exc:
                 code = getattr(exc.orig, "pgcode", None)
                 if code not in _RETRYABLE or attempt == 9:
@@ -172,6 +215,28 @@ class SqlProjectionStore:
                 log.info("batch conflicted with another worker (%s); retrying", code)
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def apply_deferred(self, batch_size: int = 2_000) -> int:
+        """Apply the events a rebuild set aside (see ``_Batch._defer``); returns how many."""
+        applied = 0
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    sa.select(deferred_events)
+                    .order_by(deferred_events.c.log_partition, deferred_events.c.log_offset)
+                    .limit(batch_size)
+                ).all()
+                if not rows:
+                    return applied
+                _Batch(conn, self.shared_threshold, self.live, self.clock).run_deferred(rows)
+                for row in rows:
+                    conn.execute(
+                        sa.delete(deferred_events).where(
+                            deferred_events.c.log_partition == row.log_partition,
+                            deferred_events.c.log_offset == row.log_offset,
+                        )
+                    )
+                applied += len(rows)
 
     def publish_outbox(self) -> int:
         """Append pending derived events and dead letters to the log; returns how many."""
@@ -219,9 +284,13 @@ class _Batch:
     each event to its customer (merging customers an event links) and folds it in.
     """
 
-    def __init__(self, conn: Connection, threshold: int, live: bool) -> None:
+    def __init__(self, conn: Connection, threshold: int, live: bool, clock: Clock) -> None:
         self.conn = conn
         self.live = live
+        self.clock = clock
+        self.definitions: list[Envelope] = []
+        self.orders: list[tuple[str, Envelope]] = []
+        self.history_rows: list[dict[str, Any]] = []
         self.threshold = threshold
         self.nodes: dict[str, _Node] = {}
         self.customers: dict[str, _Customer] = {}
@@ -243,18 +312,9 @@ class _Batch:
         if not fresh:
             return 0
         events = self._drop_known(self._decode(fresh))
-        node_lists = [ident.nodes_of(e.identifiers) for _, e in events]
-        self._load(node_lists)
-        to_split = self._link(node_lists)
-        if to_split:
-            self._flush()
-            for customer_id in sorted(to_split):
-                self._split(customer_id, events[0][1])
-            self.customers.clear()
-            self._load(node_lists, reload=True)
-        for (record, event), event_nodes in zip(events, node_lists, strict=True):
-            self._apply(self._resolve(event_nodes, event), event, event_nodes, record)
-        self._flush()
+        if not self.live:
+            events = self._defer(events)
+        self._process(events)
         ends: dict[int, int] = {}
         for r in fresh:
             ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
@@ -265,6 +325,55 @@ class _Batch:
             ["topic", "partition"],
         )
         return len(fresh)
+
+    def run_deferred(self, rows: Sequence[Any]) -> None:
+        """Apply events ``_defer`` set aside (rows of ``deferred_events``), in log order."""
+        events = [
+            (LogRecord("", row.log_partition, row.log_offset, 0, None, b""), parse_event(row.event))
+            for row in rows
+        ]
+        self._process(self._drop_known(events))
+
+    def _process(self, events: list[tuple[LogRecord, Envelope]]) -> None:
+        node_lists = [ident.nodes_of(e.identifiers) for _, e in events]
+        self._load(node_lists)
+        to_split = self._link(node_lists)
+        if to_split:
+            self._flush()
+            for customer_id in sorted(to_split):
+                self._split(customer_id, events[0][1])
+            self.customers.clear()
+            self._load(node_lists, reload=True)
+        self._write_definitions()
+        for (record, event), event_nodes in zip(events, node_lists, strict=True):
+            self._apply(self._resolve(event_nodes, event), event, event_nodes, record)
+        if self.live:
+            self._decide()
+        self._flush()
+
+    def _defer(self, events: list[tuple[LogRecord, Envelope]]) -> list[tuple[LogRecord, Envelope]]:
+        """In a rebuild, set aside events that name their customer only by id.
+
+        A rebuild reads partitions in any order, so such an event (a derived one, e.g.
+        ``customer.assessed``) may come before the touchpoint events that make its
+        customer; live, it always came after. Applied once the rebuild has read up to
+        a position (``SqlProjectionStore.apply_deferred``), they resolve as they did live.
+        """
+        kept, deferred = [], []
+        for record, event in events:
+            nodes = ident.nodes_of(event.identifiers)
+            if nodes and all(ident.kind_of(n) == "customer_id" for n in nodes):
+                deferred.append(
+                    {
+                        "log_partition": record.partition,
+                        "log_offset": record.offset,
+                        "event": event.model_dump(mode="json"),
+                    }
+                )
+            else:
+                kept.append((record, event))
+        insert_ignore(self.conn, deferred_events, deferred, ["log_partition", "log_offset"])
+        return kept
 
     def _lock_checkpoints(self, topic: str, partitions: set[int]) -> dict[int, int]:
         insert_ignore(
@@ -297,6 +406,8 @@ class _Batch:
                         "event_id": str(event.event_id),
                     }
                 )
+            elif isinstance(event.payload, _DEFINITIONS):
+                self.definitions.append(event)
             elif event.identifiers is not None and event.type not in IGNORED_TYPES:
                 decoded.append((record, event))  # else: not about one customer, or history
         return decoded
@@ -432,16 +543,20 @@ class _Batch:
                 timeline.c.customer_id == customer_id
             )
         ):
-            cid = owner.get(ident.home_node(event_nodes, shared) or "", customer_id)
+            home = ident.home_node(event_nodes, shared)
+            if home is None:  # named by id only (a derived event): keep following that id
+                named = [n.partition(":")[2] for n in event_nodes]
+                cid = next((n for n in named if n in anchors), customer_id)
+            else:
+                cid = owner.get(home, customer_id)
             states.setdefault(cid, CustomerState.empty()).apply(parse_event(raw))
             moves[cid].append(event_id)
         for cid, event_ids in moves.items():
             for chunk in chunks(event_ids):
-                conn.execute(
-                    sa.update(timeline)
-                    .where(timeline.c.event_id.in_(chunk))
-                    .values(customer_id=cid)
-                )
+                for table in (timeline, segment_history):
+                    conn.execute(
+                        sa.update(table).where(table.c.event_id.in_(chunk)).values(customer_id=cid)
+                    )
         for cid in anchors:
             members = [n for n, owner_id in owner.items() if owner_id == cid]
             for chunk in chunks(members):
@@ -451,6 +566,7 @@ class _Batch:
                     .values(customer_id=cid)
                 )
         conn.execute(sa.delete(customers).where(customers.c.customer_id == customer_id))
+        _rewrite_customer_rows(conn, [(customer_id, CustomerState.empty()), *states.items()], [])
         upsert(
             conn,
             customers,
@@ -516,6 +632,13 @@ class _Batch:
             self._merge(other, survivor, linkable, event)
         for n in linkable:
             self._assign(n, survivor)
+        keeper = self.customers[survivor]
+        if ident.kind_of(keeper.anchor) == "customer_id":
+            # first seen through a derived event naming it by id (a rebuild reads
+            # partitions in any order): name it by the identifier its id comes from
+            own = ident.smallest(linkable)
+            if ident.customer_id_for(own) == survivor:
+                keeper.anchor, keeper.dirty = own, True
         return survivor
 
     def _assign(self, name: str, customer_id: str) -> None:
@@ -535,11 +658,25 @@ class _Batch:
         self.outbox_rows.append(_merged_event(survivor, merged, linking, event))
 
     def _apply(
-        self, customer_id: str, event: Envelope, event_nodes: list[str], record: LogRecord
+        self, customer_id: str, event: Envelope, event_nodes: list[str], record: LogRecord | None
     ) -> None:
         customer = self.customers[customer_id]
         customer.state.apply(event)
         customer.dirty = True
+        payload = event.payload
+        if isinstance(payload, OrderPlaced):
+            self.orders.append((customer_id, event))
+        elif isinstance(payload, SegmentEntered | SegmentExited):
+            self.history_rows.append(
+                {
+                    "event_id": str(event.event_id),
+                    "segment_id": payload.segment_id,
+                    "version": payload.version,
+                    "customer_id": customer_id,
+                    "entered": isinstance(payload, SegmentEntered),
+                    "occurred_at": event.occurred_at,
+                }
+            )
         self.timeline_rows.append(
             {
                 "event_id": str(event.event_id),
@@ -550,10 +687,157 @@ class _Batch:
                 "source_system": event.source.system,
                 "nodes": event_nodes,
                 "event": event.model_dump(mode="json"),
-                "log_partition": record.partition,
-                "log_offset": record.offset,
+                "log_partition": None if record is None else record.partition,
+                "log_offset": None if record is None else record.offset,
             }
         )
+
+    # -- closed-loop decisions (live only) --------------------------------------------
+
+    def _decide(self) -> None:
+        """Attribute the batch's orders, then re-check changed customers' segments."""
+        conversions = self._attributions()
+        known = self._known_ids([event_id for event_id, _, _ in conversions])
+        for event_id, customer_id, payload in conversions:
+            if str(event_id) not in known:
+                known.add(str(event_id))
+                self._apply_derived(customer_id, payload, event_id, self.clock())
+        active = self._active_segments()
+        if not active:
+            return
+        now = self.clock()
+        for customer_id, customer in sorted(self.customers.items()):
+            if not customer.dirty:
+                continue
+            state = customer.state
+            wanted = loop.evaluate(active, facts_of(state))
+            changes = loop.segment_changes(customer_id, loop.memberships(state), wanted)
+            for change in changes:
+                kind = "entered" if isinstance(change, SegmentEntered) else "exited"
+                name = f"segment.{kind}:{change.segment_id}:{change.version}:{customer_id}"
+                event_id = uuid.uuid5(DERIVED_NAMESPACE, f"{name}:{state.event_count}")
+                current = state.segments.get(change.segment_id)
+                at = now if current is None else max(now, current.stamp[0] + _TICK)
+                self._apply_derived(customer_id, change, event_id, at)
+
+    def _attributions(self) -> list[tuple[uuid.UUID, str, EventPayload]]:
+        if not self.orders:
+            return []
+        wanted = {
+            campaign_id
+            for customer_id, _ in self.orders
+            for campaign_id in self.customers[self._find(customer_id)].state.campaigns
+        }
+        windows: dict[str, loop.CampaignWindow] = {}
+        for chunk in chunks(sorted(wanted)):
+            for campaign_id, days in self.conn.execute(
+                sa.select(campaigns.c.campaign_id, campaigns.c.attribution_window_days).where(
+                    campaigns.c.campaign_id.in_(chunk)
+                )
+            ):
+                windows[campaign_id] = loop.CampaignWindow(campaign_id, timedelta(days=days))
+        found: list[tuple[uuid.UUID, str, EventPayload]] = []
+        for customer_id, event in self.orders:
+            customer_id = self._find(customer_id)
+            order = event.payload
+            assert isinstance(order, OrderPlaced)
+            conversion = loop.attribute(
+                customer_id,
+                self.customers[customer_id].state,
+                order,
+                event.occurred_at,
+                windows,
+            )
+            if conversion is not None:
+                name = f"conversion.attributed:{event.source.system}:{order.order_id}"
+                found.append((uuid.uuid5(DERIVED_NAMESPACE, name), customer_id, conversion))
+        self.orders = []
+        return found
+
+    def _known_ids(self, event_ids: list[uuid.UUID]) -> set[str]:
+        known: set[str] = set()
+        for chunk in chunks(sorted(str(e) for e in event_ids)):
+            known.update(
+                self.conn.execute(
+                    sa.select(timeline.c.event_id).where(timeline.c.event_id.in_(chunk))
+                ).scalars()
+            )
+        return known
+
+    def _active_segments(self) -> list[loop.ActiveSegment]:
+        now = self.clock()
+        return [
+            loop.ActiveSegment(sid, version, predicate(parse_rule(rule), now))
+            for sid, version, rule in self.conn.execute(active_segments_query())
+        ]
+
+    def _apply_derived(
+        self, customer_id: str, payload: EventPayload, event_id: uuid.UUID, at: datetime
+    ) -> None:
+        event = new_event(
+            payload,
+            source=SYSTEM_SOURCE,
+            identifiers=Identifiers(customer_id=customer_id),
+            occurred_at=at,
+            event_id=event_id,
+        )
+        self._apply(customer_id, event, ident.nodes_of(event.identifiers), None)
+        self.outbox_rows.append(_outbox_row(event))
+
+    # -- definitions ------------------------------------------------------------------
+
+    def _write_definitions(self) -> None:
+        """Project segment, campaign and assessment-run events (idempotent upserts)."""
+        for event in self.definitions:
+            p = event.payload
+            if isinstance(p, SegmentDefined):
+                insert_ignore(
+                    self.conn,
+                    segment_definitions,
+                    [
+                        {
+                            "segment_id": p.segment_id,
+                            "version": p.version,
+                            "name": p.name,
+                            "description": p.description,
+                            "rule": p.rule,
+                            "defined_at": event.occurred_at,
+                            "event_id": str(event.event_id),
+                        }
+                    ],
+                    ["segment_id", "version"],
+                )
+            elif isinstance(p, SegmentRetired):
+                self.conn.execute(
+                    sa.update(segment_definitions)
+                    .where(
+                        segment_definitions.c.segment_id == p.segment_id,
+                        segment_definitions.c.version <= p.version,
+                        segment_definitions.c.retired_at.is_(None),
+                    )
+                    .values(retired_at=event.occurred_at)
+                )
+            elif isinstance(p, CampaignLaunched):
+                row = p.model_dump(mode="json")
+                row.update(launched_at=event.occurred_at, event_id=str(event.event_id))
+                insert_ignore(self.conn, campaigns, [row], ["campaign_id"])
+            elif isinstance(p, AssessmentCompleted):
+                insert_ignore(
+                    self.conn,
+                    assessment_runs,
+                    [
+                        {
+                            "run_id": p.run_id,
+                            "as_of": p.as_of,
+                            "completed_at": event.occurred_at,
+                            "customers": p.customers,
+                            "summary": p.summary,
+                            "event_id": str(event.event_id),
+                        }
+                    ],
+                    ["run_id"],
+                )
+        self.definitions = []
 
     # -- writing ----------------------------------------------------------------------
 
@@ -564,13 +848,14 @@ class _Batch:
         for merged in self.redirect:
             by_target[self._find(merged)].append(merged)
         for target, merged_ids in by_target.items():
-            for table in (identity_nodes, timeline):
+            for table in (identity_nodes, timeline, segment_history):
                 conn.execute(
                     sa.update(table)
                     .where(table.c.customer_id.in_(merged_ids))
                     .values(customer_id=target)
                 )
-            conn.execute(sa.delete(customers).where(customers.c.customer_id.in_(merged_ids)))
+            for table in (customers, customer_segments, customer_campaigns):
+                conn.execute(sa.delete(table).where(table.c.customer_id.in_(merged_ids)))
         self._write_aliases()
         dirty_nodes = [(name, n) for name, n in self.nodes.items() if n.dirty and n.customer_id]
         upsert(
@@ -593,15 +878,21 @@ class _Batch:
             node.dirty = False
         dirty = [(cid, c) for cid, c in self.customers.items() if c.dirty]
         upsert(conn, customers, [_customer_row(cid, c) for cid, c in dirty], ["customer_id"])
+        _rewrite_customer_rows(
+            conn, [(cid, c.state) for cid, c in dirty], new=[cid for cid, c in dirty if c.new]
+        )
         for _, customer in dirty:
             customer.dirty = customer.new = False
-        for row in self.timeline_rows:
-            row["customer_id"] = self._find(row["customer_id"])
+        for rows in (self.timeline_rows, self.history_rows):
+            for row in rows:
+                row["customer_id"] = self._find(row["customer_id"])
         insert_ignore(conn, timeline, self.timeline_rows, ["event_id"])
+        insert_ignore(conn, segment_history, self.history_rows, ["event_id"])
         if self.outbox_rows:
             conn.execute(sa.insert(outbox), self.outbox_rows)
         self.redirect.clear()
         self.timeline_rows, self.outbox_rows, self.alias_rows = [], [], []
+        self.history_rows = []
 
     def _write_aliases(self) -> None:
         if not self.alias_rows:
@@ -621,22 +912,76 @@ class _Batch:
 
 
 def _customer_row(customer_id: str, customer: _Customer) -> dict[str, Any]:
-    summary = customer.state.summary()
+    state = customer.state
     return {
+        **facts_of(state),
         "customer_id": customer_id,
         "anchor": customer.anchor,
-        "display_name": summary.get("display_name"),
-        "order_count": summary.get("order_count", 0),
-        "revenue": summary.get("revenue_by_currency", {}),
-        "first_order_at": summary.get("first_order_at"),
-        "last_order_at": summary.get("last_order_at"),
-        "open_ticket_count": summary.get("open_ticket_count", 0),
-        "preferred_channel": summary.get("preferred_channel"),
-        "first_seen": summary.get("first_seen"),
-        "last_seen": summary.get("last_seen"),
-        "event_count": summary.get("event_count", 0),
-        "state": customer.state.to_json(),
+        "display_name": state.display_name,
+        "revenue_by_currency": {c: str(v) for c, v in sorted(state.revenue_by_currency.items())},
+        "state": state.to_json(),
     }
+
+
+def _rewrite_customer_rows(
+    conn: Connection, changed: list[tuple[str, CustomerState]], new: list[str]
+) -> None:
+    """Replace the current-segment and campaign rows of changed customers."""
+    old = sorted({cid for cid, _ in changed} - set(new))
+    for table in (customer_segments, customer_campaigns):
+        for chunk in chunks(old):
+            conn.execute(sa.delete(table).where(table.c.customer_id.in_(chunk)))
+    segment_rows = [
+        {
+            "customer_id": cid,
+            "segment_id": sid,
+            "version": m.version,
+            "member": m.member,
+            "since": m.stamp[0],
+        }
+        for cid, state in changed
+        for sid, m in state.segments.items()
+    ]
+    campaign_rows = [
+        {
+            "customer_id": cid,
+            "campaign_id": campaign_id,
+            "target_group": None if c.group is None else c.group.value,
+            "targeted_at": None if c.group is None else c.group.at,
+            "rfm_segment": c.rfm_segment,
+            "sent": c.sent,
+            "delivered": c.delivered,
+            "opened": c.opened,
+            "clicked": c.clicked,
+            "bounced": c.bounced,
+            "unsubscribed": c.unsubscribed,
+            "conversions": c.conversions,
+            "revenue": {k: str(v) for k, v in sorted(c.converted_revenue.items())},
+        }
+        for cid, state in changed
+        for campaign_id, c in state.campaigns.items()
+    ]
+    for table, rows in ((customer_segments, segment_rows), (customer_campaigns, campaign_rows)):
+        for chunk in chunks(rows, 1_000):
+            conn.execute(sa.insert(table), chunk)
+
+
+def active_segments_query() -> sa.Select[tuple[str, int, Any]]:
+    """(segment_id, version, rule) of the latest version of every segment not retired."""
+    d = segment_definitions
+    latest = (
+        sa.select(d.c.segment_id, sa.func.max(d.c.version).label("version"))
+        .group_by(d.c.segment_id)
+        .subquery()
+    )
+    return (
+        sa.select(d.c.segment_id, d.c.version, d.c.rule)
+        .join(
+            latest, sa.and_(d.c.segment_id == latest.c.segment_id, d.c.version == latest.c.version)
+        )
+        .where(d.c.retired_at.is_(None))
+        .order_by(d.c.segment_id)
+    )
 
 
 def _merged_event(
@@ -659,12 +1004,16 @@ def _outbox_event(
     """A derived event as an outbox row; its id is a function of ``name`` (idempotent)."""
     event = new_event(
         payload,
-        source=Source(system="loopcrm-projections", channel=Channel.SYSTEM),
+        source=SYSTEM_SOURCE,
         identifiers=Identifiers(customer_id=customer_id),
         occurred_at=trigger.occurred_at,
         event_id=uuid.uuid5(DERIVED_NAMESPACE, name),
         causation_id=trigger.event_id,
     )
+    return _outbox_row(event)
+
+
+def _outbox_row(event: Envelope) -> dict[str, Any]:
     record = to_record(event)
     headers = [[k, v.decode()] for k, v in record.headers]
     return {"target": "events", "key": record.key, "value": record.value, "headers": headers}

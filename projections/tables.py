@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -22,6 +23,8 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from projections.segment_rules import fact_columns
 
 metadata = MetaData()
 Json = JSON().with_variant(JSONB(), "postgresql")
@@ -48,8 +51,9 @@ timeline = Table(
     Column("source_system", String(100), nullable=False),
     Column("nodes", Json, nullable=False),
     Column("event", Json, nullable=False),
-    Column("log_partition", Integer, nullable=False),
-    Column("log_offset", BigInteger, nullable=False),
+    # NULL for derived events the processor applied in place before publishing them
+    Column("log_partition", Integer),
+    Column("log_offset", BigInteger),
     Index("timeline_by_customer", "customer_id", "occurred_at", "event_id"),
 )
 
@@ -78,16 +82,14 @@ customers = Table(
     Column("customer_id", String(64), primary_key=True),
     Column("anchor", Text, nullable=False),
     Column("display_name", Text),
-    Column("order_count", Integer, nullable=False, default=0),
-    Column("revenue", Json, nullable=False),
-    Column("first_order_at", Timestamp),
-    Column("last_order_at", Timestamp),
-    Column("open_ticket_count", Integer, nullable=False, default=0),
-    Column("preferred_channel", String(32)),
-    Column("first_seen", Timestamp),
-    Column("last_seen", Timestamp),
-    Column("event_count", Integer, nullable=False, default=0),
+    Column("revenue_by_currency", Json, nullable=False),
     Column("state", Json, nullable=False),
+    # The customer's facts (``projections.facts``), one column per rule field
+    # (``schemas.rules.FIELDS``: order_count, last_seen, rfm_segment, ...): what the read
+    # API lists and segment rules are evaluated over in SQL.
+    *fact_columns(),
+    Index("customers_by_rfm_segment", "rfm_segment"),
+    Index("customers_by_value_tier", "value_tier"),
 )
 
 # A projection of the ``identity.merged`` events in the log (not of how a batch happened
@@ -103,6 +105,15 @@ customer_aliases = Table(
     Index("customer_aliases_by_customer", "customer_id"),
 )
 
+# Events a rebuild sets aside until it has read up to a position (``_Batch._defer``).
+deferred_events = Table(
+    "deferred_events",
+    metadata,
+    Column("log_partition", Integer, primary_key=True),
+    Column("log_offset", BigInteger, primary_key=True),
+    Column("event", Json, nullable=False),
+)
+
 # Derived events and dead letters, written in the batch's transaction and published
 # to the log afterwards (at least once; event ids are deterministic, so consumers dedupe).
 outbox = Table(
@@ -115,4 +126,99 @@ outbox = Table(
     Column("key", LargeBinary),
     Column("value", LargeBinary, nullable=False),
     Column("headers", Json, nullable=False),
+)
+
+# --- the closed loop: segments, campaigns, assessments ---------------------------------
+
+# Projections of ``segment.defined`` / ``segment.retired``: every version of every segment.
+segment_definitions = Table(
+    "segment_definitions",
+    metadata,
+    Column("segment_id", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text),
+    Column("rule", Json, nullable=False),
+    Column("defined_at", Timestamp, nullable=False),
+    Column("retired_at", Timestamp),
+    Column("event_id", String(36), nullable=False),
+)
+
+# Every ``segment.entered`` / ``segment.exited`` event: membership history, re-pointed
+# to the survivor when customers merge (like the timeline).
+segment_history = Table(
+    "segment_history",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("segment_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("entered", Boolean, nullable=False),
+    Column("occurred_at", Timestamp, nullable=False),
+    Index("segment_history_by_segment", "segment_id", "occurred_at"),
+    Index("segment_history_by_customer", "customer_id"),
+)
+
+# Current membership per customer and segment, as folded into the customer 360
+# (latest by (version, stamp)); rewritten with the customer's row.
+customer_segments = Table(
+    "customer_segments",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("segment_id", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("member", Boolean, nullable=False),
+    Column("since", Timestamp, nullable=False),
+    Index("customer_segments_members", "segment_id", "version", "member", "customer_id"),
+)
+
+# Projection of ``campaign.launched``.
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("campaign_id", String(128), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("segment_id", String(128), nullable=False),
+    Column("segment_version", Integer, nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("offer", Text),
+    Column("control_share", Float, nullable=False),
+    Column("attribution_window_days", Integer, nullable=False),
+    Column("launched_at", Timestamp, nullable=False),
+    Column("audience_size", Integer),
+    Column("excluded_no_consent", Integer),
+    Column("event_id", String(36), nullable=False),
+)
+
+# A customer's exposure to and response to one campaign, as folded into its 360;
+# rewritten with the customer's row (so merges add up). The campaign results read this.
+customer_campaigns = Table(
+    "customer_campaigns",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("campaign_id", String(128), primary_key=True),
+    Column("target_group", String(16)),
+    Column("targeted_at", Timestamp),
+    Column("rfm_segment", String(64)),
+    Column("sent", Integer, nullable=False),
+    Column("delivered", Integer, nullable=False),
+    Column("opened", Integer, nullable=False),
+    Column("clicked", Integer, nullable=False),
+    Column("bounced", Integer, nullable=False),
+    Column("unsubscribed", Integer, nullable=False),
+    Column("conversions", Integer, nullable=False),
+    Column("revenue", Json, nullable=False),
+    Index("customer_campaigns_by_campaign", "campaign_id", "target_group"),
+)
+
+# Projection of ``assessment.completed``: one row per run with its summary.
+assessment_runs = Table(
+    "assessment_runs",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("as_of", Timestamp, nullable=False),
+    Column("completed_at", Timestamp, nullable=False),
+    Column("customers", Integer, nullable=False),
+    Column("summary", Json, nullable=False),
+    Column("event_id", String(36), nullable=False),
 )

@@ -23,7 +23,7 @@ SUMMARY_COLUMNS = (
     "customer_id",
     "display_name",
     "order_count",
-    "revenue",
+    "revenue_by_currency",
     "first_order_at",
     "last_order_at",
     "open_ticket_count",
@@ -208,7 +208,7 @@ def _summary(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
     out = {c: row[c] for c in SUMMARY_COLUMNS}
     for c in ("first_order_at", "last_order_at", "first_seen", "last_seen"):
         out[c] = _utc(out[c])
-    out["revenue"] = {k: str(v) for k, v in (out["revenue"] or {}).items()}
+    out["revenue"] = {k: str(v) for k, v in (out.pop("revenue_by_currency") or {}).items()}
     return out
 
 

@@ -10,7 +10,15 @@ from enum import StrEnum
 from typing import Annotated, ClassVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from schemas.errors import custom_error
 from schemas.fields import (
@@ -32,6 +40,7 @@ from schemas.fields import (
 )
 from schemas.identifiers import IdentifierKind, normalize_identifier
 from schemas.payloads.base import EventPayload
+from schemas.rules import RuleError, parse_rule
 from schemas.source import Channel
 
 MAX_LINKING_IDENTIFIERS = 100
@@ -101,6 +110,18 @@ class SegmentDefined(EventPayload):
     description: Text | None = None
     rule: JsonObject
 
+    @field_validator("rule")
+    @classmethod
+    def _valid_rule(cls, rule: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        """Check the rule with ``schemas.rules.parse_rule``; keep it as written."""
+        try:
+            parse_rule(rule)
+        except RuleError as exc:
+            raise custom_error(
+                "segment_rule", "invalid segment rule: {problems}", problems=exc.summary(limit=20)
+            ) from None
+        return rule
+
 
 class SegmentRetired(EventPayload):
     """A segment version was retired; its members leave it."""
@@ -146,6 +167,10 @@ class CampaignLaunched(EventPayload):
     offer: Text | None = None
     control_share: Annotated[float, Field(strict=True, ge=0, le=0.9, allow_inf_nan=False)]
     attribution_window_days: Annotated[StrictInt, Field(ge=1, le=365)]
+    audience_size: Count | None = None
+    """Customers targeted (treatment and control) when the audience was snapshotted."""
+    excluded_no_consent: Count | None = None
+    """Segment members left out because they withdrew marketing consent for the channel."""
 
 
 class TargetGroup(StrEnum):
@@ -161,6 +186,8 @@ class CampaignCustomerTargeted(EventPayload):
     campaign_id: Id
     customer_id: Id
     group: TargetGroup
+    rfm_segment: ShortText | None = None
+    """The customer's RFM segment at targeting, for results per RFM class."""
 
 
 class ConversionAttributed(EventPayload):

@@ -81,7 +81,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "shared_kinds": ["phone"],
         "reason": "shared landline",
     },
-    "segment.defined": {"segment_id": "S-1", "version": 1, "name": "VIP", "rule": {}},
+    "segment.defined": {
+        "segment_id": "S-1",
+        "version": 1,
+        "name": "VIP",
+        "rule": {"field": "order_count", "op": "ge", "value": 1},
+    },
     "segment.retired": {"segment_id": "S-1", "version": 1},
     "segment.entered": {"segment_id": "S-1", "version": 1, "customer_id": "C-1"},
     "segment.exited": {"segment_id": "S-1", "version": 1, "customer_id": "C-1"},

@@ -143,7 +143,7 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
         "version": 1,
         "name": "VIP",
         "description": "Top 20% by value",
-        "rule": {"all": [{"field": "value_tier", "op": "eq", "value": "gold"}], "limit": None},
+        "rule": {"all": [{"field": "value_tier", "op": "eq", "value": "gold"}]},
     },
     "segment.retired": {"segment_id": "seg-vip", "version": 1},
     "segment.entered": {"segment_id": "seg-vip", "version": 1, "customer_id": "cust-1"},

@@ -187,7 +187,12 @@ def test_non_customer_events_need_no_identifier() -> None:
         **BASE,
         "type": "segment.defined",
         "source": {"system": "loopcrm", "channel": "system"},
-        "payload": {"segment_id": "s", "version": 1, "name": "VIP", "rule": {"any": []}},
+        "payload": {
+            "segment_id": "s",
+            "version": 1,
+            "name": "VIP",
+            "rule": {"field": "nps", "op": "is_null"},
+        },
     }
     del data["identifiers"]
     assert parse_event(data).identifiers is None
