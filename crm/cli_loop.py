@@ -8,6 +8,7 @@ what it prints already includes its own effect.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -62,8 +63,26 @@ def assess_command(
         Path | None, typer.Option(help="folder for the Pareto / segment chart (PNG)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the run summary as JSON")] = False,
+    every: Annotated[
+        float | None,
+        typer.Option(min=60, help="keep running: assess again every this many seconds"),
+    ] = None,
 ) -> None:
-    """Assess every customer (RFM, value tier, BG/NBD CLV, churn, responsiveness)."""
+    """Assess every customer (RFM, value tier, BG/NBD CLV, churn, responsiveness).
+
+    The results are appended to the log (customer.assessed, assessment.completed) and
+    projected before the command returns. With --every it runs on a schedule (each run
+    gets its own id) until interrupted.
+    """
+    while True:
+        _assess_once(run_id if every is None else None, charts, as_json)
+        if every is None:
+            return
+        console.print(f"next assessment in {every:g} s (Ctrl-C to stop)")
+        time.sleep(every)
+
+
+def _assess_once(run_id: str | None, charts: Path | None, as_json: bool) -> None:
     with _loop() as (settings, event_log, store):
         with console.status("assessing customers"):
             run = run_assessment(
