@@ -127,10 +127,15 @@ def print_assessment(run: AssessmentRun) -> None:
         b, g = model["bgnbd"], model["gamma_gamma"]
         console.print(
             f"BG/NBD r={b['r']:.3f} alpha={b['alpha']:.3f} a={b['a']:.3f} b={b['b']:.3f} "
-            f"(LL {b['log_likelihood']:.1f}); Gamma-Gamma p={g['p']:.2f} q={g['q']:.2f} "
-            f"v={g['v']:.2f}; CLV over {s['horizon_weeks']:g} weeks: "
-            f"{s['clv_total']:,.0f} {s['reporting_currency']}"
+            f"(LL {b['log_likelihood']:.1f})"
         )
+        if g is None:
+            console.print(f"no CLV: {model['clv_note']}")
+        else:
+            console.print(
+                f"Gamma-Gamma p={g['p']:.2f} q={g['q']:.2f} v={g['v']:.2f}; CLV over "
+                f"{s['horizon_weeks']:g} weeks: {s['clv_total']:,.0f} {s['reporting_currency']}"
+            )
     else:
         console.print(f"no lifetime-value model: {model.get('reason')}")
     if s["skipped_currencies"]:

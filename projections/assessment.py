@@ -115,7 +115,7 @@ def assess(
 
 @dataclass
 class _Model:
-    per_customer: dict[str, tuple[float, float]] = field(default_factory=dict)
+    per_customer: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,18 +141,26 @@ def _model(buyers: Sequence[CustomerInput], as_of: datetime, horizon: float) -> 
         }
         return out
     bgnbd = clv.fit_bgnbd(x, t_x, T)
+    alive = clv.p_alive(bgnbd, x, t_x, T)
     spend = np.array([c.monetary / c.order_count for c in buyers], dtype=np.float64)
     positive = (x > 0) & (spend > 0)
-    gg = clv.fit_gamma_gamma(x[positive], spend[positive])
-    alive = clv.p_alive(bgnbd, x, t_x, T)
-    # CLV = expected purchases x expected spend; a customer whose refunds outweigh its
-    # orders gets the population's expected spend (as if it had no spend history)
-    purchases = clv.expected_purchases(bgnbd, horizon, x, t_x, T)
-    values = purchases * clv.expected_spend(
-        gg, np.where(positive, x, 0.0), np.where(positive, spend, 0.0)
-    )
+    gg: clv.GammaGammaFit | None = None
+    values = np.full(len(buyers), np.nan)
+    if int(positive.sum()) >= MIN_BUYERS_FOR_MODEL:
+        gg = clv.fit_gamma_gamma(x[positive], spend[positive])
+        # CLV = expected purchases x expected spend; a customer whose refunds outweigh
+        # its orders gets the population's expected spend (as if it had no history)
+        with np.errstate(all="ignore"):
+            purchases = clv.expected_purchases(bgnbd, horizon, x, t_x, T)
+            values = purchases * clv.expected_spend(
+                gg, np.where(positive, x, 0.0), np.where(positive, spend, 0.0)
+            )
+    unusable = int((~np.isfinite(values)).sum())
     for c, p, v in zip(buyers, alive, values, strict=True):
-        out.per_customer[c.customer_id] = (float(p), round(float(v), 2))
+        out.per_customer[c.customer_id] = (
+            float(p) if math.isfinite(p) else None,
+            round(float(v), 2) if math.isfinite(v) else None,
+        )
     max_x = 7
     expected = clv.expected_repeat_distribution(bgnbd, T, max_x)
     observed = clv.observed_repeat_distribution(x, max_x)
@@ -167,6 +175,10 @@ def _model(buyers: Sequence[CustomerInput], as_of: datetime, horizon: float) -> 
         fit_quality["chi_square_skipped"] = str(exc)
     out.report = {
         "fitted": True,
+        "customers_without_clv": unusable,
+        "clv_note": None
+        if gg is not None
+        else f"fewer than {MIN_BUYERS_FOR_MODEL} repeat buyers with a positive net spend",
         "time_unit": "week",
         "horizon_weeks": horizon,
         "bgnbd": {
@@ -178,7 +190,9 @@ def _model(buyers: Sequence[CustomerInput], as_of: datetime, horizon: float) -> 
             "converged": bgnbd.converged,
             "customers": bgnbd.n_customers,
         },
-        "gamma_gamma": {
+        "gamma_gamma": None
+        if gg is None
+        else {
             "p": gg.p,
             "q": gg.q,
             "v": gg.v,

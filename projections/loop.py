@@ -4,10 +4,10 @@
   version's rule; where the answer differs from the membership folded into its 360,
   ``segment.entered`` / ``segment.exited`` follow. Moving to a new version of a segment
   exits the old version and enters the new one.
-* **Attribution** (rule ``last exposure``): an ``order.placed`` is a conversion of the
-  campaign whose targeting of the customer (treatment *or* control, so both groups are
-  measured alike) is the latest at or before the order, if the order falls within that
-  campaign's attribution window. At most one campaign per order.
+* **Attribution** (rule ``last exposure``): among the campaigns whose attribution window
+  (from their targeting of the customer, treatment *or* control, so both groups are
+  measured alike) covers an ``order.placed``, the one that targeted the customer last
+  gets the conversion. At most one campaign per order.
 
 Both return payloads; the store wraps, applies and publishes them, with event ids that
 are functions of their cause so a re-run cannot count twice.

@@ -77,12 +77,12 @@ FIELDS: Final = MappingProxyType(
         "last_email_response_at": _T,
         "last_sms_response_at": _T,
         "last_push_response_at": _T,
-        # campaigns (treatment group only: control customers were not contacted)
+        # campaigns: targeted/responded/streak count the treatment group only (control
+        # customers were not contacted); conversions count both groups
         "campaigns_targeted": _I,
         "campaigns_responded": _I,
         "ignored_campaigns_streak": _I,
         "conversions": _I,
-        "last_conversion_at": _T,
         # latest assessment
         "assessed_at": _T,
         "recency_score": _I,
