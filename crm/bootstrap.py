@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 from crm.settings import Settings
 from events.kafka import KafkaEventLog
 from events.log import EventLog
@@ -26,12 +29,16 @@ def build_event_log(settings: Settings, *, topic: str | None = None) -> EventLog
 
 
 def build_projection_store(
-    settings: Settings, event_log: EventLog | None = None
+    settings: Settings,
+    event_log: EventLog | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
 ) -> SqlProjectionStore:
     """PostgreSQL when ``CRM_DATABASE_URL`` is set, else SQLite under ``CRM_DATA_DIR``.
 
     With ``event_log``, derived events go back to it and dead letters to the
-    dead-letter topic; tables are created if missing.
+    dead-letter topic; tables are created if missing. ``clock`` is the store's "now"
+    (default: the wall clock), e.g. a virtual clock for the demo.
     """
     engine = create_engine_for(settings.database_url, settings.data_dir / "projections.sqlite3")
     publish = None
@@ -43,6 +50,11 @@ def build_projection_store(
         schema=settings.projection_schema,
         shared_threshold=settings.shared_identifier_threshold,
         publish=publish,
+        clock=clock or _utcnow,
     )
     store.create()
     return store
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -24,6 +24,7 @@ from crm.cli_ingest import ingest_app
 from crm.cli_keys import keys_app
 from crm.cli_loop import assess_command, campaigns_app, segments_app
 from crm.cli_process import process
+from crm.demo import demo
 from crm.settings import Settings
 from events.codec import decode_event
 from schemas import EventValidationError, export_json_schemas, parse_event
@@ -48,6 +49,7 @@ app.command("process")(process)
 app.command("assess")(assess_command)
 app.add_typer(segments_app, name="segments")
 app.add_typer(campaigns_app, name="campaigns")
+app.command("demo")(demo)
 
 console = Console(stderr=True)
 
