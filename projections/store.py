@@ -844,18 +844,21 @@ class _Batch:
     def _flush(self) -> None:
         """Write everything pending; the batch may go on (nodes and customers stay loaded)."""
         conn = self.conn
-        by_target: dict[str, list[str]] = defaultdict(list)
-        for merged in self.redirect:
-            by_target[self._find(merged)].append(merged)
-        for target, merged_ids in by_target.items():
+        survivors = {merged: self._find(merged) for merged in self.redirect}
+        for chunk in chunks(sorted(survivors), 500):
+            # one statement per table for all the batch's merges (not one per merge)
             for table in (identity_nodes, timeline, segment_history):
                 conn.execute(
                     sa.update(table)
-                    .where(table.c.customer_id.in_(merged_ids))
-                    .values(customer_id=target)
+                    .where(table.c.customer_id.in_(chunk))
+                    .values(
+                        customer_id=sa.case(
+                            {m: survivors[m] for m in chunk}, value=table.c.customer_id
+                        )
+                    )
                 )
             for table in (customers, customer_segments, customer_campaigns):
-                conn.execute(sa.delete(table).where(table.c.customer_id.in_(merged_ids)))
+                conn.execute(sa.delete(table).where(table.c.customer_id.in_(chunk)))
         self._write_aliases()
         dirty_nodes = [(name, n) for name, n in self.nodes.items() if n.dirty and n.customer_id]
         upsert(
