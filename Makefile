@@ -9,8 +9,8 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh $(VENV)
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the main job (embedded mode unless CRM_KAFKA_BOOTSTRAP is set)
-	$(BIN)/crm smoke
+demo: $(STAMP)  ## the main job: two closed-loop cycles (embedded unless CRM_KAFKA_BOOTSTRAP is set)
+	$(BIN)/crm demo $(DEMO_ARGS)
 
 test: $(STAMP)  ## lint, then unit and integration tests on real Kafka + PostgreSQL
 	$(BIN)/ruff check .

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
 from events.log import EventLog
 from projections import loop
+from projections.campaign_results import Funnel, compute
 from projections.runner import catch_up
 from projections.segment_rules import to_sql
 from projections.store import DERIVED_NAMESPACE, SqlProjectionStore, active_segments_query
@@ -43,7 +43,7 @@ from projections.tables import (
     customers,
     segment_definitions,
 )
-from projections.uplift import MeanUplift, Uplift, mean_uplift, proportion_uplift
+from projections.uplift import MeanUplift, Uplift
 from schemas import (
     CampaignCustomerTargeted,
     CampaignLaunched,
@@ -336,40 +336,17 @@ def assign_group(campaign_id: str, customer_id: str, control_share: float) -> Ta
 # --- results ---------------------------------------------------------------------------
 
 
-@dataclass
-class GroupFunnel:
-    customers: int = 0
-    sent: int = 0
-    delivered: int = 0
-    opened: int = 0
-    clicked: int = 0
-    bounced: int = 0
-    unsubscribed: int = 0
-    converted: int = 0
-    conversions: int = 0
-    revenue: dict[str, Decimal] = field(default_factory=dict)
-    revenue_per_customer: list[float] = field(default_factory=list)
-
-    def rates(self) -> dict[str, float | None]:
-        def ratio(a: int, b: int) -> float | None:
-            return a / b if b else None
-
-        return {
-            "delivery_rate": ratio(self.delivered, self.sent),
-            "open_rate": ratio(self.opened, self.delivered),
-            "click_rate": ratio(self.clicked, self.delivered),
-            "conversion_rate": ratio(self.converted, self.customers),
-        }
+GroupFunnel = Funnel
 
 
 @dataclass(frozen=True)
 class CampaignResults:
     campaign: dict[str, Any]
-    groups: dict[str, GroupFunnel]
+    groups: dict[str, Funnel]
     conversion_uplift: Uplift
     revenue_uplift: MeanUplift
     currency: str | None
-    by_rfm_segment: dict[str, tuple[dict[str, GroupFunnel], Uplift]]
+    by_rfm_segment: dict[str, tuple[dict[str, Funnel], Uplift]]
 
 
 def campaign_results(store: SqlProjectionStore, campaign_id: str) -> CampaignResults:
@@ -391,52 +368,15 @@ def campaign_results(store: SqlProjectionStore, campaign_id: str) -> CampaignRes
                 )
             ).mappings()
         ]
-    currency = _main_currency(rows)
-    overall = _funnels(rows, currency)
-    by_rfm: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_rfm[row["rfm_segment"] or "unassessed"].append(row)
-    per_class = {}
-    for rfm, class_rows in sorted(by_rfm.items()):
-        funnels = _funnels(class_rows, currency)
-        per_class[rfm] = (funnels, _conversion_uplift(funnels))
-    treatment, control = overall["treatment"], overall["control"]
+    r = compute(rows)
     return CampaignResults(
-        campaign=dict(campaign),
-        groups=overall,
-        conversion_uplift=_conversion_uplift(overall),
-        revenue_uplift=mean_uplift(treatment.revenue_per_customer, control.revenue_per_customer),
-        currency=currency,
-        by_rfm_segment=per_class,
+        dict(campaign),
+        r.groups,
+        r.conversion_uplift,
+        r.revenue_uplift,
+        r.currency,
+        r.by_rfm_segment,
     )
-
-
-def _main_currency(rows: Sequence[Mapping[str, Any]]) -> str | None:
-    totals: Counter[str] = Counter()
-    for row in rows:
-        for currency in row["revenue"]:
-            totals[currency] += 1
-    return totals.most_common(1)[0][0] if totals else None
-
-
-def _funnels(rows: Sequence[Mapping[str, Any]], currency: str | None) -> dict[str, GroupFunnel]:
-    funnels = {g.value: GroupFunnel() for g in TargetGroup}
-    for row in rows:
-        f = funnels[row["target_group"]]
-        f.customers += 1
-        for name in ("sent", "delivered", "opened", "clicked", "bounced", "unsubscribed"):
-            setattr(f, name, getattr(f, name) + (1 if row[name] else 0))
-        f.conversions += row["conversions"]
-        f.converted += 1 if row["conversions"] else 0
-        for cur, amount in row["revenue"].items():
-            f.revenue[cur] = f.revenue.get(cur, Decimal(0)) + Decimal(amount)
-        f.revenue_per_customer.append(float(row["revenue"].get(currency, 0)) if currency else 0.0)
-    return funnels
-
-
-def _conversion_uplift(funnels: Mapping[str, GroupFunnel]) -> Uplift:
-    t, c = funnels["treatment"], funnels["control"]
-    return proportion_uplift(t.converted, t.customers, c.converted, c.customers)
 
 
 # --- events ----------------------------------------------------------------------------

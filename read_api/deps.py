@@ -19,6 +19,7 @@ def get_store(request: Request) -> ReadStore:
 
 StoreDep = Annotated[ReadStore, Depends(get_store)]
 ReadPrincipal = Annotated[Principal, Depends(scope_dependency(Scope.READ))]
+AnalystPrincipal = Annotated[Principal, Depends(scope_dependency(Scope.ANALYST))]
 
 
 async def wait_for_position(

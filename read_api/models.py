@@ -151,3 +151,298 @@ class HealthPublic(BaseModel):
 
     status: str
     detail: str | None = None
+
+
+# --- the closed loop: segments, campaigns, assessments ---------------------------------
+
+_RULE_EXAMPLE: dict[str, JsonValue] = {"field": "order_count", "op": "ge", "value": 1}
+
+
+class SegmentVersionPublic(BaseModel):
+    """One version of a segment definition (a ``segment.defined`` event)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "segment_id": "buyers",
+                "version": 1,
+                "name": "Buyers",
+                "description": None,
+                "rule": _RULE_EXAMPLE,
+                "defined_at": _AT,
+                "retired_at": None,
+            }
+        }
+    )
+
+    segment_id: str
+    version: int
+    name: str
+    description: str | None
+    rule: dict[str, Any] = Field(description="the rule, canonical JSON (see schemas.rules)")
+    defined_at: datetime
+    retired_at: datetime | None = Field(description="set when this version was retired")
+
+
+class SegmentSummaryPublic(SegmentVersionPublic):
+    """A segment: its latest version, its status and how many customers are in it now."""
+
+    status: str = Field(description="`active` or `retired`")
+    versions: int = Field(description="how many versions were defined")
+    member_count: int = Field(description="current members of the latest version")
+
+
+class SegmentsPublic(BaseModel):
+    data: list[SegmentSummaryPublic]
+    freshness: FreshnessPublic
+
+
+class SegmentPublic(SegmentSummaryPublic):
+    """A segment with every version of its definition, oldest first."""
+
+    history: list[SegmentVersionPublic]
+    freshness: FreshnessPublic
+
+
+class SegmentMemberPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "customer_id": _CUSTOMER_ID,
+                "since": _AT,
+                "display_name": "Ana Silva",
+                "rfm_segment": "champions",
+                "value_tier": "A",
+            }
+        }
+    )
+
+    customer_id: str
+    since: datetime = Field(description="when the customer entered")
+    display_name: str | None
+    rfm_segment: str | None
+    value_tier: str | None
+
+
+class SegmentMembersPublic(BaseModel):
+    """Current members by customer id; ``next_cursor`` pages on."""
+
+    segment_id: str
+    version: int
+    data: list[SegmentMemberPublic]
+    next_cursor: str | None
+    freshness: FreshnessPublic
+
+
+class SegmentChangePublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "event_id": "0b6f0c1e-7a2d-4c1b-9a8e-1f2d3c4b5a69",
+                "occurred_at": _AT,
+                "customer_id": _CUSTOMER_ID,
+                "version": 1,
+                "change": "entered",
+            }
+        }
+    )
+
+    event_id: str
+    occurred_at: datetime
+    customer_id: str
+    version: int
+    change: str = Field(description="`entered` or `exited`")
+
+
+class SegmentHistoryPublic(BaseModel):
+    """Membership changes, newest first; ``next_cursor`` pages on."""
+
+    segment_id: str
+    data: list[SegmentChangePublic]
+    next_cursor: str | None
+    freshness: FreshnessPublic
+
+
+class CustomerSegmentPublic(BaseModel):
+    segment_id: str
+    name: str | None
+    segment_status: str | None = Field(description="`active` or `retired`")
+    version: int
+    member: bool = Field(description="false: the customer left the segment `since`")
+    since: datetime
+
+
+class CustomerSegmentsPublic(BaseModel):
+    customer_id: str
+    resolved_from: str | None
+    data: list[CustomerSegmentPublic]
+    freshness: FreshnessPublic
+
+
+class CampaignSummaryPublic(BaseModel):
+    """A launched campaign (``campaign.launched``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "campaign_id": "spring",
+                "name": "Spring offer",
+                "segment_id": "buyers",
+                "segment_version": 1,
+                "channel": "email",
+                "offer": None,
+                "control_share": 0.3,
+                "attribution_window_days": 14,
+                "launched_at": _AT,
+                "audience_size": 1200,
+                "excluded_no_consent": 31,
+            }
+        }
+    )
+
+    campaign_id: str
+    name: str
+    segment_id: str
+    segment_version: int
+    channel: str
+    offer: str | None
+    control_share: float
+    attribution_window_days: int
+    launched_at: datetime
+    audience_size: int | None
+    excluded_no_consent: int | None
+
+
+class CampaignsPublic(BaseModel):
+    data: list[CampaignSummaryPublic]
+    freshness: FreshnessPublic
+
+
+class CustomerCampaignPublic(BaseModel):
+    """One customer's exposure and response to one campaign."""
+
+    campaign_id: str
+    name: str | None
+    channel: str | None
+    launched_at: datetime | None
+    target_group: str | None = Field(description="`treatment`, `control` or null")
+    targeted_at: datetime | None
+    rfm_segment: str | None = Field(description="the customer's RFM segment when targeted")
+    sent: int
+    delivered: int
+    opened: int
+    clicked: int
+    bounced: int
+    unsubscribed: int
+    conversions: int
+    revenue: dict[str, str] = Field(description="attributed revenue by currency")
+
+
+class CustomerCampaignsPublic(BaseModel):
+    customer_id: str
+    resolved_from: str | None
+    data: list[CustomerCampaignPublic]
+    freshness: FreshnessPublic
+
+
+class FunnelRatesPublic(BaseModel):
+    delivery_rate: float | None = Field(description="delivered / sent")
+    open_rate: float | None = Field(description="opened / delivered")
+    click_rate: float | None = Field(description="clicked / delivered")
+    conversion_rate: float | None = Field(description="converted / customers")
+
+
+class FunnelPublic(BaseModel):
+    """One group's funnel: customers with at least one of each step."""
+
+    customers: int
+    sent: int
+    delivered: int
+    opened: int
+    clicked: int
+    bounced: int
+    unsubscribed: int
+    converted: int = Field(description="customers with at least one attributed order")
+    conversions: int = Field(description="attributed orders")
+    revenue: dict[str, str] = Field(description="attributed revenue by currency")
+    rates: FunnelRatesPublic
+
+
+class UpliftPublic(BaseModel):
+    """Treatment rate minus control rate, its confidence interval and a z-test."""
+
+    treatment_rate: float | None
+    control_rate: float | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    relative_lift: float | None
+    p_value: float | None
+    method: str
+
+
+class MeanUpliftPublic(BaseModel):
+    """Treatment mean minus control mean (revenue per customer), Welch's t."""
+
+    treatment_mean: float | None
+    control_mean: float | None
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    relative_lift: float | None
+    p_value: float | None
+    degrees_of_freedom: float | None
+    method: str
+
+
+class RfmSegmentResultsPublic(BaseModel):
+    rfm_segment: str = Field(description="at targeting; `unassessed` when none")
+    groups: dict[str, FunnelPublic]
+    conversion_uplift: UpliftPublic
+
+
+class CampaignResultsPublic(BaseModel):
+    """A campaign's funnel per group (treatment, control) and the uplift of treatment."""
+
+    campaign: CampaignSummaryPublic
+    groups: dict[str, FunnelPublic]
+    conversion_uplift: UpliftPublic
+    revenue_currency: str | None = Field(
+        description="the currency of `revenue_uplift` (the one most customers spent in)"
+    )
+    revenue_uplift: MeanUpliftPublic
+    by_rfm_segment: list[RfmSegmentResultsPublic]
+    freshness: FreshnessPublic
+
+
+class AssessmentRunPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "run_id": "cycle-1",
+                "as_of": _AT,
+                "completed_at": _AT,
+                "customers": 1500,
+            }
+        }
+    )
+
+    run_id: str
+    as_of: datetime
+    completed_at: datetime
+    customers: int = Field(description="customers assessed")
+
+
+class AssessmentRunsPublic(BaseModel):
+    """Assessment runs, newest first; ``next_cursor`` pages on."""
+
+    data: list[AssessmentRunPublic]
+    next_cursor: str | None
+    freshness: FreshnessPublic
+
+
+class AssessmentPublic(AssessmentRunPublic):
+    """One assessment run with its summary (RFM segments, value tiers, model fit...)."""
+
+    summary: dict[str, Any]
+    freshness: FreshnessPublic

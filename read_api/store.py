@@ -17,7 +17,18 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from projections.queries import live_customer
 from read_api import cursor
-from read_api.tables import checkpoints, customers, identity_nodes, timeline
+from read_api.tables import (
+    assessment_runs,
+    campaigns,
+    checkpoints,
+    customer_campaigns,
+    customer_segments,
+    customers,
+    identity_nodes,
+    segment_definitions,
+    segment_history,
+    timeline,
+)
 
 SUMMARY_COLUMNS = (
     "customer_id",
@@ -98,8 +109,14 @@ class ReadStore:
         descending: bool,
         limit: int,
         after: str | None,
+        segment: str | None = None,
+        rfm_segment: str | None = None,
+        value_tier: str | None = None,
     ) -> Page:
-        """Customers with at least one event, ordered by (sort key, customer id)."""
+        """Customers with at least one event, ordered by (sort key, customer id).
+
+        ``segment`` keeps current members of that segment; ``rfm_segment`` and
+        ``value_tier`` keep customers with that fact (from the latest assessment)."""
         key_col, id_col = customers.c[sort.value], customers.c.customer_id
         kind = f"customers:{'-' if descending else ''}{sort.value}"
         query = sa.select(*(customers.c[c] for c in SUMMARY_COLUMNS)).where(
@@ -111,6 +128,15 @@ class ReadStore:
         if name_prefix:
             pattern = _escape_like(name_prefix.lower()) + "%"
             query = query.where(sa.func.lower(customers.c.display_name).like(pattern, escape="\\"))
+        if segment is not None:
+            members = sa.select(customer_segments.c.customer_id).where(
+                customer_segments.c.segment_id == segment, customer_segments.c.member
+            )
+            query = query.where(id_col.in_(members.scalar_subquery()))
+        if rfm_segment is not None:
+            query = query.where(customers.c.rfm_segment == rfm_segment)
+        if value_tier is not None:
+            query = query.where(customers.c.value_tier == value_tier)
         if after is not None:
             key, last_id = cursor.decode(after, kind, _KEY_TYPES[sort])
             if descending:
@@ -202,6 +228,295 @@ class ReadStore:
             rows = rows[:limit]
             next_cursor = cursor.encode(kind, rows[-1]["occurred_at"], rows[-1]["event_id"])
         return live, Page(rows, next_cursor, positions)
+
+    # --- the closed loop: segments, campaigns, assessments -----------------------------
+
+    def segments(self) -> tuple[list[dict[str, Any]], dict[int, int]]:
+        """The latest version of every segment, active or retired, with its member count."""
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            rows = _latest_segments(conn, None)
+        return rows, positions
+
+    def segment(
+        self, segment_id: str
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[int, int]]:
+        """(latest version or None if unknown, every version oldest first, positions)."""
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            latest = _latest_segments(conn, segment_id)
+            versions = [
+                _segment_version(r)
+                for r in conn.execute(
+                    sa.select(segment_definitions)
+                    .where(segment_definitions.c.segment_id == segment_id)
+                    .order_by(segment_definitions.c.version)
+                ).mappings()
+            ]
+        return (latest[0] if latest else None), versions, positions
+
+    def segment_members(
+        self, segment_id: str, *, limit: int, after: str | None
+    ) -> tuple[int, Page] | None:
+        """(latest version, its current members by customer id); None if unknown."""
+        kind = f"segment-members:{segment_id}"
+        last_id = cursor.decode(after, kind, int)[1] if after is not None else None
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            version = _latest_version(conn, segment_id)
+            if version is None:
+                return None
+            cs, c = customer_segments, customers
+            query = (
+                sa.select(
+                    cs.c.customer_id,
+                    cs.c.since,
+                    c.c.display_name,
+                    c.c.rfm_segment,
+                    c.c.value_tier,
+                )
+                .join(c, c.c.customer_id == cs.c.customer_id)
+                .where(cs.c.segment_id == segment_id, cs.c.version == version, cs.c.member)
+            )
+            if last_id is not None:
+                query = query.where(cs.c.customer_id > last_id)
+            query = query.order_by(cs.c.customer_id).limit(limit + 1)
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        for r in rows:
+            r["since"] = _utc(r["since"])
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = cursor.encode(kind, version, rows[-1]["customer_id"])
+        return version, Page(rows, next_cursor, positions)
+
+    def segment_history(self, segment_id: str, *, limit: int, after: str | None) -> Page | None:
+        """Entered/exited events of the segment, newest first; None if the segment is unknown."""
+        kind = f"segment-history:{segment_id}"
+        key = cursor.decode(after, kind, datetime) if after is not None else None
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            if _latest_version(conn, segment_id) is None:
+                return None
+            sh = segment_history
+            at, event_id = sh.c.occurred_at, sh.c.event_id
+            query = sa.select(event_id, at, sh.c.customer_id, sh.c.version, sh.c.entered).where(
+                sh.c.segment_id == segment_id
+            )
+            if key is not None:
+                query = query.where(sa.or_(at < key[0], sa.and_(at == key[0], event_id < key[1])))
+            query = query.order_by(at.desc(), event_id.desc()).limit(limit + 1)
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        for r in rows:
+            r["occurred_at"] = _utc(r["occurred_at"])
+            r["change"] = "entered" if r.pop("entered") else "exited"
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = cursor.encode(kind, rows[-1]["occurred_at"], rows[-1]["event_id"])
+        return Page(rows, next_cursor, positions)
+
+    def customer_segments(
+        self, customer_id: str
+    ) -> tuple[str | None, list[dict[str, Any]], dict[int, int]]:
+        """(live id or None, the customer's memberships by segment id, positions)."""
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            live = live_customer(conn, customer_id)
+            if live is None:
+                return None, [], positions
+            cs = customer_segments
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(cs.c.segment_id, cs.c.version, cs.c.member, cs.c.since)
+                    .where(cs.c.customer_id == live)
+                    .order_by(cs.c.segment_id)
+                ).mappings()
+            ]
+            names = {r["segment_id"]: r for r in _latest_segments(conn, None, with_counts=False)}
+        for r in rows:
+            r["since"] = _utc(r["since"])
+            latest = names.get(r["segment_id"])
+            r["name"] = latest["name"] if latest else None
+            r["segment_status"] = latest["status"] if latest else None
+        return live, rows, positions
+
+    def customer_campaigns(
+        self, customer_id: str
+    ) -> tuple[str | None, list[dict[str, Any]], dict[int, int]]:
+        """(live id or None, the customer's campaigns newest launch first, positions)."""
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            live = live_customer(conn, customer_id)
+            if live is None:
+                return None, [], positions
+            cc, c = customer_campaigns, campaigns
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(
+                        cc,
+                        c.c.name,
+                        c.c.channel,
+                        c.c.launched_at,
+                    )
+                    .outerjoin(c, c.c.campaign_id == cc.c.campaign_id)
+                    .where(cc.c.customer_id == live)
+                ).mappings()
+            ]
+        out = []
+        for r in rows:
+            r.pop("customer_id")
+            for col in ("targeted_at", "launched_at"):
+                r[col] = _utc(r[col])
+            r["revenue"] = {k: str(v) for k, v in (r["revenue"] or {}).items()}
+            out.append(r)
+        epoch = datetime.min.replace(tzinfo=UTC)
+        out.sort(key=lambda r: (r["launched_at"] or epoch, r["campaign_id"]), reverse=True)
+        return live, out, positions
+
+    def campaigns(self) -> tuple[list[dict[str, Any]], dict[int, int]]:
+        """Every campaign, newest launch first."""
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            rows = [
+                _campaign(r)
+                for r in conn.execute(
+                    sa.select(campaigns).order_by(
+                        campaigns.c.launched_at.desc(), campaigns.c.campaign_id
+                    )
+                ).mappings()
+            ]
+        return rows, positions
+
+    def campaign(
+        self, campaign_id: str
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[int, int]]:
+        """(the campaign or None, its targeted customers' rows, positions)."""
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            found = (
+                conn.execute(sa.select(campaigns).where(campaigns.c.campaign_id == campaign_id))
+                .mappings()
+                .first()
+            )
+            if found is None:
+                return None, [], positions
+            cc = customer_campaigns
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(cc)
+                    .where(cc.c.campaign_id == campaign_id, cc.c.target_group.is_not(None))
+                    .order_by(cc.c.customer_id)
+                ).mappings()
+            ]
+        return _campaign(found), rows, positions
+
+    def assessments(self, *, limit: int, after: str | None) -> Page:
+        """Assessment runs without their summaries, newest first (completed_at, run id)."""
+        kind = "assessments"
+        key = cursor.decode(after, kind, datetime) if after is not None else None
+        ar = assessment_runs
+        at, run_id = ar.c.completed_at, ar.c.run_id
+        query = sa.select(run_id, ar.c.as_of, at, ar.c.customers)
+        if key is not None:
+            query = query.where(sa.or_(at < key[0], sa.and_(at == key[0], run_id < key[1])))
+        query = query.order_by(at.desc(), run_id.desc()).limit(limit + 1)
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            rows = [_run(r) for r in conn.execute(query).mappings()]
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = cursor.encode(kind, rows[-1]["completed_at"], rows[-1]["run_id"])
+        return Page(rows, next_cursor, positions)
+
+    def assessment(self, run_id: str | None) -> tuple[dict[str, Any] | None, dict[int, int]]:
+        """The run ``run_id`` (the newest when None) with its summary; None if there is none."""
+        ar = assessment_runs
+        query = sa.select(ar.c.run_id, ar.c.as_of, ar.c.completed_at, ar.c.customers, ar.c.summary)
+        if run_id is None:
+            query = query.order_by(ar.c.completed_at.desc(), ar.c.run_id.desc()).limit(1)
+        else:
+            query = query.where(ar.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            positions = self._positions(conn)
+            row = conn.execute(query).mappings().first()
+        return (None if row is None else _run(row)), positions
+
+
+def _latest_version(conn: Connection, segment_id: str) -> int | None:
+    version = conn.execute(
+        sa.select(sa.func.max(segment_definitions.c.version)).where(
+            segment_definitions.c.segment_id == segment_id
+        )
+    ).scalar_one_or_none()
+    return None if version is None else int(version)
+
+
+def _latest_segments(
+    conn: Connection, segment_id: str | None, *, with_counts: bool = True
+) -> list[dict[str, Any]]:
+    sd = segment_definitions
+    latest = sa.select(
+        sd.c.segment_id.label("sid"),
+        sa.func.max(sd.c.version).label("latest"),
+        sa.func.count().label("versions"),
+    ).group_by(sd.c.segment_id)
+    if segment_id is not None:
+        latest = latest.where(sd.c.segment_id == segment_id)
+    sub = latest.subquery()
+    query = (
+        sa.select(sd, sub.c.versions)
+        .join(sub, sa.and_(sd.c.segment_id == sub.c.sid, sd.c.version == sub.c.latest))
+        .order_by(sd.c.segment_id)
+    )
+    rows = [
+        {**_segment_version(r), "versions": int(r["versions"])}
+        for r in conn.execute(query).mappings()
+    ]
+    counts: dict[tuple[str, int], int] = {}
+    if with_counts and rows:
+        cs = customer_segments
+        count_query = (
+            sa.select(cs.c.segment_id, cs.c.version, sa.func.count())
+            .where(cs.c.member)
+            .group_by(cs.c.segment_id, cs.c.version)
+        )
+        if segment_id is not None:
+            count_query = count_query.where(cs.c.segment_id == segment_id)
+        counts = {(sid, int(v)): int(n) for sid, v, n in conn.execute(count_query)}
+    for r in rows:
+        r["status"] = "retired" if r["retired_at"] is not None else "active"
+        r["member_count"] = counts.get((r["segment_id"], r["version"]), 0)
+    return rows
+
+
+def _segment_version(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "segment_id": row["segment_id"],
+        "version": int(row["version"]),
+        "name": row["name"],
+        "description": row["description"],
+        "rule": row["rule"],
+        "defined_at": _utc(row["defined_at"]),
+        "retired_at": _utc(row["retired_at"]),
+    }
+
+
+def _campaign(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out.pop("event_id", None)
+    out["launched_at"] = _utc(out["launched_at"])
+    return out
+
+
+def _run(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["as_of"], out["completed_at"] = _utc(out["as_of"]), _utc(out["completed_at"])
+    return out
 
 
 def _summary(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,30 @@ No schema in the definitions: ``ReadStore`` maps them into the projection schema
 ``schema_translate_map``, as the projection store does.
 """
 
-from projections.tables import checkpoints, customer_aliases, customers, identity_nodes, timeline
+from projections.tables import (
+    assessment_runs,
+    campaigns,
+    checkpoints,
+    customer_aliases,
+    customer_campaigns,
+    customer_segments,
+    customers,
+    identity_nodes,
+    segment_definitions,
+    segment_history,
+    timeline,
+)
 
-__all__ = ["checkpoints", "customer_aliases", "customers", "identity_nodes", "timeline"]
+__all__ = [
+    "assessment_runs",
+    "campaigns",
+    "checkpoints",
+    "customer_aliases",
+    "customer_campaigns",
+    "customer_segments",
+    "customers",
+    "identity_nodes",
+    "segment_definitions",
+    "segment_history",
+    "timeline",
+]

@@ -11,6 +11,10 @@ from read_api.deps import ReadPrincipal, StoreDep, WantedPositions
 from read_api.freshness import freshness
 from read_api.models import (
     Customer360Public,
+    CustomerCampaignPublic,
+    CustomerCampaignsPublic,
+    CustomerSegmentPublic,
+    CustomerSegmentsPublic,
     CustomersPublic,
     CustomerSummaryPublic,
     ErrorPublic,
@@ -88,15 +92,39 @@ def search_customers(
         str,
         Query(pattern=SORT_PATTERN, description=f"one of {', '.join(SORTS)} (`-` = descending)"),
     ] = "-last_seen",
+    segment: Annotated[
+        str | None,
+        Query(min_length=1, max_length=128, description="only current members of this segment"),
+    ] = None,
+    rfm_segment: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[a-z0-9_]+$",
+            description="only customers in this RFM segment (latest assessment)",
+        ),
+    ] = None,
+    value_tier: Annotated[
+        str | None,
+        Query(
+            pattern="^(A|B|C|none)$",
+            description="only customers in this value tier (A, B, C or none; latest assessment)",
+        ),
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> CustomersPublic:
-    """Find customers by identifier or name prefix; keyset pages, stable under inserts."""
+    """Find customers by identifier, name prefix, segment membership, RFM segment or
+    value tier; keyset pages, stable under inserts."""
     node = identifier_node(identifier) if identifier is not None else None
     try:
         page = store.search(
             node=node,
             name_prefix=name,
+            segment=segment,
+            rfm_segment=rfm_segment,
+            value_tier=value_tier,
             sort=CustomerSort(sort.lstrip("-")),
             descending=sort.startswith("-"),
             limit=limit,
@@ -168,4 +196,44 @@ def get_timeline(
         data=[TimelineEventPublic(**row) for row in page.rows],
         next_cursor=page.next_cursor,
         freshness=freshness(store.topic, page.positions, wanted),
+    )
+
+
+@router.get(
+    "/{customer_id}/segments",
+    response_model=CustomerSegmentsPublic,
+    responses={**AUTH_RESPONSES, 404: _error("No customer has, or had, this id.")},
+)
+def get_customer_segments(
+    _principal: ReadPrincipal, store: StoreDep, wanted: WantedPositions, customer_id: CustomerId
+) -> CustomerSegmentsPublic:
+    """The customer's segment memberships, current (`member`) and left, by segment id."""
+    live, rows, positions = store.customer_segments(customer_id)
+    if live is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
+    return CustomerSegmentsPublic(
+        customer_id=live,
+        resolved_from=None if live == customer_id else customer_id,
+        data=[CustomerSegmentPublic(**r) for r in rows],
+        freshness=freshness(store.topic, positions, wanted),
+    )
+
+
+@router.get(
+    "/{customer_id}/campaigns",
+    response_model=CustomerCampaignsPublic,
+    responses={**AUTH_RESPONSES, 404: _error("No customer has, or had, this id.")},
+)
+def get_customer_campaigns(
+    _principal: ReadPrincipal, store: StoreDep, wanted: WantedPositions, customer_id: CustomerId
+) -> CustomerCampaignsPublic:
+    """The campaigns that targeted or reached the customer and its responses, newest first."""
+    live, rows, positions = store.customer_campaigns(customer_id)
+    if live is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
+    return CustomerCampaignsPublic(
+        customer_id=live,
+        resolved_from=None if live == customer_id else customer_id,
+        data=[CustomerCampaignPublic(**r) for r in rows],
+        freshness=freshness(store.topic, positions, wanted),
     )
