@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from crm.bootstrap import build_event_log
 from crm.bootstrap_auth import build_api_key_store
 from crm.cli_process import LogLevel
 from crm.settings import Settings
@@ -25,11 +26,14 @@ def build_read_api(settings: Settings) -> FastAPI:
     from read_api import create_app, create_read_engine
 
     engine = create_read_engine(settings.database_url, settings.data_dir / "projections.sqlite3")
+    event_log = build_event_log(settings)
     return create_app(
         engine,
         build_api_key_store(settings),
         topic=settings.topic,
         schema=settings.projection_schema,
+        log_ends=event_log.end_offsets,
+        max_lag=settings.api_max_lag,
     )
 
 

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         description="an identifier linked to more than this many account ids, emails or "
         "phones is shared (a family phone, a till email) and links nobody",
     )
+    api_max_lag: int = Field(
+        default=10_000, ge=0, description="/readyz fails when projections are further behind"
+    )
     reporting_currency: str = Field(
         default="EUR", pattern=r"^[A-Z]{3}$", description="currency of assessment figures"
     )

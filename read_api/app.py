@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request, Response
 from sqlalchemy.engine import Engine
@@ -26,9 +26,20 @@ VERSION = "1.0.0"
 
 
 def create_app(
-    engine: Engine, key_store: ApiKeyStore, *, topic: str = "crm.events", schema: str = "crm"
+    engine: Engine,
+    key_store: ApiKeyStore,
+    *,
+    topic: str = "crm.events",
+    schema: str = "crm",
+    log_ends: Callable[[], Mapping[int, int]] | None = None,
+    max_lag: int = 10_000,
 ) -> FastAPI:
-    """The read API over the projections of ``topic`` in ``schema`` (PostgreSQL)."""
+    """The read API over the projections of ``topic`` in ``schema`` (PostgreSQL).
+
+    ``log_ends`` gives the log's end offsets per partition (e.g. ``EventLog.end_offsets``):
+    with it, ``/readyz`` fails when the projections are more than ``max_lag`` records
+    behind, and ``/metrics`` reports the lag per partition.
+    """
     app = FastAPI(
         title=TITLE,
         version=VERSION,
@@ -39,9 +50,25 @@ def create_app(
     app.state.store = ReadStore(engine, topic, schema=schema)
     app.state.key_store = key_store
     app.state.metrics = RequestMetrics()
+    app.state.log_ends = None if log_ends is None else CachedEnds(log_ends)
+    app.state.max_lag = max_lag
     app.include_router(api_router)
     app.middleware("http")(_observe)
     return app
+
+
+class CachedEnds:
+    """End offsets fetched at most once a second (probes and scrapes come often)."""
+
+    def __init__(self, fetch: Callable[[], Mapping[int, int]], ttl: float = 1.0) -> None:
+        self._fetch, self._ttl = fetch, ttl
+        self._at, self._value = 0.0, dict[int, int]()
+
+    def __call__(self) -> dict[int, int]:
+        now = time.monotonic()
+        if now - self._at > self._ttl:
+            self._value, self._at = dict(self._fetch()), now
+        return self._value
 
 
 async def _observe(

@@ -5,6 +5,7 @@ the projections' checkpoint per partition."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -17,6 +18,7 @@ class RequestMetrics:
         self._counts: dict[tuple[str, str, str], int] = defaultdict(int)
         self._buckets: dict[tuple[str, str], list[int]] = {}
         self._sums: dict[tuple[str, str], float] = defaultdict(float)
+        self._last_applied: tuple[float, int] | None = None
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -28,7 +30,12 @@ class RequestMetrics:
             buckets[-1] += 1
             self._sums[(method, route)] += seconds
 
-    def render(self, topic: str, positions: Mapping[int, int] | None) -> str:
+    def render(
+        self,
+        topic: str,
+        positions: Mapping[int, int] | None,
+        lag: Mapping[int, int] | None = None,
+    ) -> str:
         lines = [
             "# HELP crm_read_api_requests_total Requests answered, by route and status.",
             "# TYPE crm_read_api_requests_total counter",
@@ -58,7 +65,38 @@ class RequestMetrics:
         for partition, offset in sorted((positions or {}).items()):
             labels = f'topic="{_esc(topic)}",partition="{partition}"'
             lines.append(f"crm_projection_next_offset{{{labels}}} {offset}")
+        if positions is not None:
+            lines += [
+                "# HELP crm_projection_applied_total Records the projections have applied "
+                "(rate() of it is events applied per second).",
+                "# TYPE crm_projection_applied_total counter",
+                f'crm_projection_applied_total{{topic="{_esc(topic)}"}} {sum(positions.values())}',
+            ]
+            rate = self._applied_rate(sum(positions.values()))
+            if rate is not None:
+                lines += [
+                    "# HELP crm_projection_applied_per_second Events applied per second "
+                    "since the previous scrape.",
+                    "# TYPE crm_projection_applied_per_second gauge",
+                    f'crm_projection_applied_per_second{{topic="{_esc(topic)}"}} {rate:.3f}',
+                ]
+        if lag is not None:
+            lines += [
+                "# HELP crm_projection_lag Records in the log not yet applied, per partition.",
+                "# TYPE crm_projection_lag gauge",
+            ]
+            for partition, behind in sorted(lag.items()):
+                labels = f'topic="{_esc(topic)}",partition="{partition}"'
+                lines.append(f"crm_projection_lag{{{labels}}} {behind}")
         return "\n".join(lines) + "\n"
+
+    def _applied_rate(self, applied: int) -> float | None:
+        now = time.monotonic()
+        with self._lock:
+            last, self._last_applied = self._last_applied, (now, applied)
+        if last is None or now <= last[0]:
+            return None
+        return max(0, applied - last[1]) / (now - last[0])
 
 
 def _esc(value: str) -> str:

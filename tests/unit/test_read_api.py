@@ -377,6 +377,31 @@ def test_readyz_is_503_without_projection_tables(tmp_path: Path) -> None:
     assert TestClient(app).get("/readyz").status_code == 503
 
 
+def test_readyz_and_metrics_judge_the_lag_behind_the_log(world: World, tmp_path: Path) -> None:
+    ends = {0: world.offset}
+    keys = SqlApiKeyStore(create_engine_for(None, tmp_path / "auth.sqlite3"))
+    engine = create_read_engine(None, tmp_path / "projections.sqlite3")
+    client = TestClient(create_app(engine, keys, topic=TOPIC, log_ends=lambda: ends, max_lag=5))
+    assert client.get("/readyz").status_code == 200
+    metrics = client.get("/metrics").text
+    assert f'crm_projection_lag{{topic="{TOPIC}",partition="0"}} 0' in metrics
+    assert f'crm_projection_applied_total{{topic="{TOPIC}"}} {world.offset}' in metrics
+
+    ends[0] = world.offset + 6  # the log moved on; ends are cached for a second
+    time.sleep(1.1)
+    answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["detail"] == "the projections are 6 records behind (max 5)"
+    assert f'crm_projection_lag{{topic="{TOPIC}",partition="0"}} 6' in client.get("/metrics").text
+
+    def broken() -> dict[int, int]:
+        raise ConnectionError("broker down")
+
+    down = TestClient(create_app(engine, keys, topic=TOPIC, log_ends=broken))
+    assert down.get("/readyz").json()["detail"] == "the event log is not reachable"
+    engine.dispose()
+
+
 def test_logs_hold_no_identifiers_or_names(world: World, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("DEBUG"):
         world.get("/v1/customers", identifier="email:ana.silva@example.com")
