@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
 from auth import ApiKeyStore
@@ -54,7 +56,19 @@ def create_app(
     app.state.max_lag = max_lag
     app.include_router(api_router)
     app.middleware("http")(_observe)
+    app.exception_handler(RequestValidationError)(_invalid_request)
     return app
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """Every 4xx has the same shape (``ErrorPublic``): one message naming each bad
+    parameter and what is wrong, never echoing the value (it may be personal data)."""
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "; ".join(problems) or "invalid request"}, status_code=422)
 
 
 class CachedEnds:
