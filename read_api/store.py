@@ -163,14 +163,15 @@ class ReadStore:
         """The live customer ``customer_id`` is or was merged into; None if unknown."""
         with self.engine.connect() as conn:
             positions = self._positions(conn)
-            live = live_customer(conn, customer_id)
-            if live is None:
-                return None
-            row = (
-                conn.execute(sa.select(customers).where(customers.c.customer_id == live))
-                .mappings()
-                .one()
-            )
+            live: str | None = customer_id
+            row = self._customer_row(conn, customer_id)
+            if row is None:  # merged away (or unknown): follow its aliases
+                live = live_customer(conn, customer_id)
+                if live is None:
+                    return None
+                row = self._customer_row(conn, live)
+                if row is None:
+                    return None
             nodes = conn.execute(
                 sa.select(identity_nodes.c.node, identity_nodes.c.shared)
                 .where(identity_nodes.c.customer_id == live)
@@ -185,6 +186,14 @@ class ReadStore:
             identifiers,
             None if live == customer_id else customer_id,
             positions,
+        )
+
+    @staticmethod
+    def _customer_row(conn: Connection, customer_id: str) -> RowMapping | None:
+        return (
+            conn.execute(sa.select(customers).where(customers.c.customer_id == customer_id))
+            .mappings()
+            .first()
         )
 
     def timeline(
