@@ -327,7 +327,7 @@ class _Demo:
                 offer=offer,
             )
             self.settle()
-            cycle.targets = _targets(self.store, campaign_id)
+            cycle.targets = campaign_targets(self.store, campaign_id)
         with self.step(
             f"{run_id}: responses to {campaign_id}",
             f"the touchpoints report responses to {campaign_id}",
@@ -506,7 +506,7 @@ class _Demo:
 # --- reading and helpers ---------------------------------------------------------------
 
 
-def _targets(store: SqlProjectionStore, campaign_id: str) -> list[Target]:
+def campaign_targets(store: SqlProjectionStore, campaign_id: str) -> list[Target]:
     """The campaign's targets with what the assessment knows of them (as the messaging
     system would see them)."""
     c, cc = customers, customer_campaigns

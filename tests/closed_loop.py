@@ -21,8 +21,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from crm.demo import campaign_targets
 from events.log import EventLog
-from producers.campaign_responses import Campaign, ResponseKnobs, Target, simulate_responses
+from producers.campaign_responses import Campaign, ResponseKnobs, simulate_responses
 from producers.synthetic import SyntheticTouchpoints
 from projections import planning
 from projections.assessment import run_assessment
@@ -30,7 +31,6 @@ from projections.runner import catch_up
 from projections.store import SqlProjectionStore
 from projections.tables import (
     assessment_runs,
-    customer_campaigns,
     customer_segments,
     customers,
     metadata,
@@ -73,25 +73,6 @@ def populate(event_log: EventLog, customers_n: int, events_n: int, seed: int = 3
 def _column(store: SqlProjectionStore, query: sa.Select[Any]) -> list[Any]:
     with store.engine.connect() as conn:
         return list(conn.execute(query).scalars())
-
-
-def _targets(store: SqlProjectionStore, campaign_id: str) -> list[Target]:
-    c, cc = customers, customer_campaigns
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(
-                cc.c.customer_id,
-                cc.c.target_group,
-                c.c.p_alive,
-                c.c.email_response_rate,
-                c.c.recency_score,
-                c.c.currency,
-            )
-            .join(c, c.c.customer_id == cc.c.customer_id)
-            .where(cc.c.campaign_id == campaign_id)
-            .order_by(cc.c.customer_id)
-        ).all()
-    return [Target(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
 def run_two_cycles(
@@ -160,7 +141,7 @@ def run_two_cycles(
     planning.settle(event_log, store)
     assert launch1.excluded_no_consent == len(no_consent)
     assert launch1.audience == len(buyers) - len(no_consent)
-    targets = _targets(store, "spring")
+    targets = campaign_targets(store, "spring")
     assert {t.customer_id for t in targets} == buyers - no_consent
     for t in targets:
         assert t.group == planning.assign_group("spring", t.customer_id, 0.3).value
@@ -241,7 +222,9 @@ def run_two_cycles(
     )
     planning.settle(event_log, store)
     assert launch2.excluded_no_consent == len(unsubscribed & responders)
-    assert set(t.customer_id for t in _targets(store, "thanks")) == responders - unsubscribed
+    assert (
+        set(t.customer_id for t in campaign_targets(store, "thanks")) == responders - unsubscribed
+    )
     return {
         "customers": len(live),
         "buyers": len(buyers),

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from auth import Scope, SqlApiKeyStore
+from crm.demo import campaign_targets
 from events.log import EventLog
 from events.sqlite import SqliteEventLog
 from producers.campaign_responses import Campaign, ResponseKnobs, simulate_responses
@@ -32,7 +33,7 @@ from projections.tables import (
 )
 from read_api import create_app, create_read_engine
 from schemas import Channel
-from tests.closed_loop import FX, T1, T2, Clock, _targets, populate
+from tests.closed_loop import FX, T1, T2, Clock, populate
 from tests.unit.test_read_api import SURVIVOR, ana_events
 
 TOPIC = "crm.events"
@@ -102,7 +103,7 @@ def build_loop(
     )
     planning.settle(event_log, store)
     knobs = ResponseKnobs(base_open_rate=0.5, conversion_base_rate=0.2, treatment_lift=2.0)
-    targets = _targets(store, "spring")
+    targets = campaign_targets(store, "spring")
     campaign = Campaign("spring", Channel.EMAIL, T1, 14)
     event_log.append(list(simulate_responses(campaign, targets, seed=5, knobs=knobs)))
     clock.now = T2
