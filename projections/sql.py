@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterable, Sequence
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,19 @@ _JSON_CODEC: dict[str, Any] = {
     "json_serializer": lambda obj: orjson.dumps(obj).decode(),
     "json_deserializer": orjson.loads,
 }
+
+
+COPY_THRESHOLD = 500
+"""Row counts from which a PostgreSQL insert goes through COPY into a staging table."""
+
+
+class RawJson(str):
+    """JSON text already serialised (e.g. the record as read from the log): written to a
+    JSON column as is, not parsed and dumped again."""
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, RawJson) else orjson.dumps(value).decode()
 
 
 def create_engine_for(url: str | None, sqlite_path: Path) -> Engine:
@@ -76,8 +91,17 @@ def _bulk_insert(
     if not rows:
         return
     if is_postgres(conn):
-        _pg_execute_values(conn, table, rows, keys, replace=replace)
+        if len(rows) >= COPY_THRESHOLD:
+            _pg_copy_insert(conn, table, rows, keys, replace=replace)
+        else:
+            _pg_execute_values(conn, table, rows, keys, replace=replace)
         return
+    json_columns = [c.name for c in table.columns if isinstance(c.type, sa.JSON)]
+    if any(isinstance(row.get(c), RawJson) for row in rows[:1] for c in json_columns):
+        rows = [
+            {k: orjson.loads(str(v)) if isinstance(v, RawJson) else v for k, v in row.items()}
+            for row in rows
+        ]
     for chunk in _row_chunks(table, rows):
         stmt = insert_for(conn, table).values(list(chunk))
         if replace:
@@ -132,10 +156,7 @@ def _pg_execute_values(
         "(" + ", ".join("%s::jsonb" if c.name in json_columns else "%s" for c in columns) + ")"
     )
     values = [
-        tuple(
-            orjson.dumps(row[c.name]).decode() if c.name in json_columns else row[c.name]
-            for c in columns
-        )
+        tuple(_json_text(row[c.name]) if c.name in json_columns else row[c.name] for c in columns)
         for row in rows
     ]
     sql = f"INSERT INTO {name} ({names}) VALUES %s ON CONFLICT ({conflict}) {action}"
@@ -149,6 +170,76 @@ def _pg_execute_values(
     finally:
         cursor.close()
     return [tuple(r) for r in result] if returning else []
+
+
+def _pg_copy_insert(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    *,
+    replace: bool,
+) -> None:
+    """COPY the rows into a temporary staging table, then one INSERT ... SELECT with the
+    same ON CONFLICT as ``_pg_execute_values``: several times faster for large batches."""
+    columns = [c for c in table.columns if c.name in rows[0]]
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+    digest = hashlib.blake2b(",".join(c.name for c in columns).encode(), digest_size=4)
+    stage = f'"stage_{table.name}_{digest.hexdigest()}"'
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    conflict = ", ".join(f'"{k}"' for k in keys)
+    if replace:
+        sets = ", ".join(f'"{c.name}" = EXCLUDED."{c.name}"' for c in columns if c.name not in keys)
+        action = f"DO UPDATE SET {sets}"
+    else:
+        action = "DO NOTHING"
+    json_columns = {c.name for c in columns if isinstance(c.type, sa.JSON)}
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write(
+            "\t".join(
+                _copy_text(_json_text(row[c.name]) if c.name in json_columns else row[c.name])
+                for c in columns
+            )
+        )
+        buffer.write("\n")
+    buffer.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DROP "
+            f"AS SELECT {names} FROM {name} WITH NO DATA"
+        )
+        cursor.execute(f"TRUNCATE {stage}")
+        cursor.copy_expert(f"COPY {stage} ({names}) FROM STDIN", buffer)
+        cursor.execute(
+            f"INSERT INTO {name} ({names}) SELECT {names} FROM {stage} "
+            f"ON CONFLICT ({conflict}) {action}"
+        )
+    finally:
+        cursor.close()
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    """One field of COPY's text format (escaping only what needs it: the hot path)."""
+    if value is None:
+        return "\\N"
+    kind = type(value)
+    if kind is str or kind is RawJson:
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            return str(value).translate(_COPY_ESCAPES)
+        return str(value)
+    if kind is bool:
+        return "t" if value else "f"
+    if kind is int or kind is float:
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value).translate(_COPY_ESCAPES)
 
 
 def _row_chunks(table: sa.Table, rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[Any]]:

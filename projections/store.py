@@ -47,6 +47,7 @@ from projections.facts import facts_of
 from projections.queries import live_customer
 from projections.segment_rules import predicate
 from projections.sql import (
+    RawJson,
     advisory_key,
     chunks,
     insert_for,
@@ -367,7 +368,10 @@ class _Batch:
                     {
                         "log_partition": record.partition,
                         "log_offset": record.offset,
-                        "event": event.model_dump(mode="json"),
+                        # as read from the log (no re-serialising); derived events are dumped
+                        "event": event.model_dump(mode="json")
+                        if record is None or not record.value
+                        else RawJson(record.value.decode()),
                     }
                 )
             else:
@@ -686,7 +690,10 @@ class _Batch:
                 "channel": event.source.channel.value,
                 "source_system": event.source.system,
                 "nodes": event_nodes,
-                "event": event.model_dump(mode="json"),
+                # as read from the log (no re-serialising); derived events are dumped
+                "event": event.model_dump(mode="json")
+                if record is None or not record.value
+                else RawJson(record.value.decode()),
                 "log_partition": None if record is None else record.partition,
                 "log_offset": None if record is None else record.offset,
             }

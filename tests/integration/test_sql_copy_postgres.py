@@ -1,0 +1,87 @@
+"""The COPY path of the bulk writers stores exactly what the VALUES path stores, for
+awkward values (tabs, newlines, backslashes, NULLs, unicode, JSON with escapes)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from crm.devservices.testing import TestServices
+from projections import sql
+from projections.sql import RawJson, create_engine_for, insert_ignore, upsert
+
+pytestmark = pytest.mark.integration
+
+metadata = sa.MetaData()
+things = sa.Table(
+    "things",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text),
+    sa.Column("flag", sa.Boolean),
+    sa.Column("at", sa.DateTime(timezone=True)),
+    sa.Column("score", sa.Float),
+    sa.Column("doc", sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")),
+)
+
+AWKWARD = ["tab\there", "new\nline", "back\\slash", "\\N", "", "carriage\rreturn", "ünïcødé ✓"]
+
+
+def _rows(n: int, salt: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": i,
+            "name": None if i % 9 == 0 else f"{AWKWARD[i % len(AWKWARD)]}-{salt}",
+            "flag": None if i % 7 == 0 else i % 2 == 0,
+            "at": datetime(2026, 1, 1, 12, 0, i % 60, 123456, tzinfo=UTC),
+            "score": None if i % 5 == 0 else i / 3,
+            "doc": {"text": AWKWARD[i % len(AWKWARD)], "n": i, "nested": {"q": 'say "hi"'}}
+            if i % 4
+            else RawJson('{"raw": "a\\\\b\\"c\\nd", "n": ' + str(i) + "}"),
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def engine(services: TestServices) -> Iterator[sa.Engine]:
+    engine = create_engine_for(services.database_url, None)  # type: ignore[arg-type]
+    yield engine
+    engine.dispose()
+
+
+def _load(engine: sa.Engine, schema: str, threshold: int, monkeypatch: pytest.MonkeyPatch) -> list:
+    monkeypatch.setattr(sql, "COPY_THRESHOLD", threshold)
+    mapped = engine.execution_options(schema_translate_map={None: schema})
+    with mapped.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        metadata.create_all(conn)
+        insert_ignore(conn, things, _rows(600, "first"), ["id"])
+        insert_ignore(conn, things, _rows(700, "ignored"), ["id"])  # existing ids kept
+        upsert(conn, things, _rows(300, "replaced"), ["id"])
+    with mapped.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(things).order_by(things.c.id))]
+
+
+def test_copy_and_values_paths_store_the_same(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = f"copy_{uuid.uuid4().hex[:8]}", f"values_{uuid.uuid4().hex[:8]}"
+    try:
+        via_copy = _load(engine, a, 1, monkeypatch)
+        via_values = _load(engine, b, 10**9, monkeypatch)
+    finally:
+        with engine.begin() as conn:
+            for schema in (a, b):
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    assert via_copy == via_values
+    assert len(via_copy) == 700
+    by_id = {row[0]: row for row in via_copy}
+    assert by_id[1][1] == "new\nline-replaced" and by_id[400][1].endswith("-first")
+    assert by_id[650][1].endswith("-ignored") and by_id[0][1] is None
+    assert by_id[8][5] == {"raw": 'a\\b"c\nd', "n": 8}
