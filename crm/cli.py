@@ -298,7 +298,7 @@ def replay(
         datetime | None,
         typer.Option(help="build the state as known at this time into a separate schema/file"),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 2_000,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5_000,
     keep_old: Annotated[bool, typer.Option(help="keep the replaced schema (PostgreSQL)")] = False,
 ) -> None:
     """Rebuild every projection from the beginning of the log.
