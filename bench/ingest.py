@@ -1,0 +1,290 @@
+"""Ingest throughput: how fast events get into Kafka through each of LoopCRM's doors.
+
+Baseline: a bare kafka-python ``KafkaProducer`` with exactly the settings of
+:class:`events.kafka.KafkaEventLog`'s producer (``acks=all``, idempotence, linger,
+batch size) sending the same events, pre-serialised, then one ``flush``; measured before
+and after the others, the better of the two is the baseline. Compared:
+
+* ``KafkaEventLog.append`` in batches of 1,000 (serialisation included);
+* the HTTP gateway as ``crm ingest serve`` runs it (uvicorn, own process, fresh SQLite
+  key store) with requests of 1, 100 and 1,000 events from a client in another process
+  over several connections;
+* the SDK, ``Publisher.to_kafka`` (envelopes built and validated per event, batches of
+  1,000).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kafka import KafkaProducer
+
+from auth import Scope, SqlApiKeyStore
+from bench.core import BenchContext, Figure
+from bench.pipeline import chunks, delete_topics, past_year, rate
+from events.codec import encode_event, partition_for, to_record
+from events.kafka import KafkaEventLog
+from producers.sdk import Publisher
+from projections.sql import create_engine_for
+from schemas import Envelope
+
+SECTION = "ingest"
+RAW = "kafka-python producer"
+HTTP_TARGET = "≥ 25,000 ev/s and ≥ 0.7 of raw"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    n = ctx.sizes.ingest_events
+    customers = max(50, min(ctx.sizes.customers, n // 5))
+    ctx.log(f"generating {n:,} synthetic events ({customers:,} customers)")
+    events = list(past_year(customers, seed=11).events(n))
+    names = {kind: ctx.name(f"ingest_{kind}") for kind in ("raw", "log", "http", "dead", "sdk")}
+    try:
+        first_raw = raw_producer(ctx, names["raw"], events)
+        ctx.log(f"raw producer: {first_raw:,.0f} ev/s")
+        appended = event_log_append(ctx, names["log"], events)
+        ctx.log(f"KafkaEventLog.append: {appended:,.0f} ev/s")
+        http = gateway(ctx, names["http"], names["dead"], events)
+        sdk = sdk_publisher(ctx, names["sdk"], events)
+        ctx.log(f"SDK: {sdk:,.0f} ev/s")
+        second_raw = raw_producer(ctx, names["raw"], events)
+        ctx.log(f"raw producer again: {second_raw:,.0f} ev/s")
+        raw = max(first_raw, second_raw)
+    finally:
+        delete_topics(ctx.kafka_bootstrap, names.values())
+
+    def figure(name: str, value: float, target: str | None = None, notes: str = "") -> Figure:
+        baseline_notes = f"raw: best of {first_raw:,.0f} and {second_raw:,.0f} ev/s (before/after)"
+        return Figure(
+            SECTION,
+            name,
+            value,
+            "ev/s",
+            raw,
+            RAW,
+            target,
+            "; ".join(filter(None, [notes, baseline_notes])),
+        )
+
+    figures = [figure("KafkaEventLog.append (batches of 1,000)", appended)]
+    for batch, (value, count) in http.items():
+        figures.append(
+            figure(
+                f"HTTP gateway, batch {batch:,}",
+                value,
+                HTTP_TARGET if batch == 1_000 else None,
+                f"{count:,} events, {http_concurrency(batch)} connections",
+            )
+        )
+    figures.append(figure("SDK Publisher.to_kafka (batches of 1,000)", sdk))
+    return figures
+
+
+# -- the baseline -----------------------------------------------------------------------
+
+
+def raw_producer(ctx: BenchContext, topic: str, events: list[Envelope]) -> float:
+    """A KafkaProducer with KafkaEventLog's own settings, pre-serialised records."""
+    event_log = KafkaEventLog(ctx.kafka_bootstrap, topic, client_id="loopcrm-bench")
+    config: dict[str, Any] = dict(event_log._producer_config)  # exactly the adapter's settings
+    partitions = event_log.partition_count()
+    event_log.close()
+    records = [to_record(event) for event in events]
+    keyed = [(r, partition_for(r.key, partitions) if r.key else 0) for r in records]
+    producer = KafkaProducer(
+        bootstrap_servers=ctx.kafka_bootstrap, client_id="loopcrm-bench-raw", **config
+    )
+    try:
+        for record, partition in keyed[:20]:  # warm up: metadata, connections
+            producer.send(topic, key=record.key, value=record.value, partition=partition)
+        producer.flush()
+        started = time.perf_counter()
+        futures = [
+            producer.send(
+                topic,
+                key=record.key,
+                value=record.value,
+                headers=list(record.headers),
+                partition=partition,
+            )
+            for record, partition in keyed
+        ]
+        producer.flush()
+        for future in futures:
+            future.get(timeout=0)
+        seconds = time.perf_counter() - started
+    finally:
+        producer.close()
+    return rate(len(records), seconds)
+
+
+# -- ours ---------------------------------------------------------------------------------
+
+
+def event_log_append(ctx: BenchContext, topic: str, events: list[Envelope]) -> float:
+    event_log = KafkaEventLog(ctx.kafka_bootstrap, topic, client_id="loopcrm-bench")
+    try:
+        event_log.append(events[:20])  # warm up
+        started = time.perf_counter()
+        for chunk in chunks(events, 1_000):
+            event_log.append(chunk)
+        seconds = time.perf_counter() - started
+    finally:
+        event_log.close()
+    return rate(len(events), seconds)
+
+
+def sdk_publisher(ctx: BenchContext, topic: str, events: list[Envelope]) -> float:
+    publisher = Publisher.to_kafka(
+        ctx.kafka_bootstrap, topic, source_system="bench-sdk", batch_size=1_000
+    )
+    try:
+        for event in events[:20]:  # warm up
+            publisher.publish_event(event)
+        publisher.flush()
+        started = time.perf_counter()
+        for event in events:
+            publisher.publish(
+                event.payload,
+                identifiers=event.identifiers,
+                channel=event.source.channel,
+                occurred_at=event.occurred_at,
+                event_id=event.event_id,
+            )
+        publisher.flush()
+        seconds = time.perf_counter() - started
+    finally:
+        publisher.close()
+    return rate(len(events), seconds)
+
+
+def http_concurrency(batch: int) -> int:
+    return 32 if batch == 1 else 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process: no CRM_* settings but ``extra``, and this
+    repository first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def gateway(
+    ctx: BenchContext, topic: str, deadletters: str, events: list[Envelope]
+) -> dict[int, tuple[float, int]]:
+    """Events/s of ``crm ingest serve`` per batch size: {batch: (ev/s, events sent)}."""
+    home = ctx.workdir / f"gateway_{ctx.run_id}"
+    home.mkdir(parents=True, exist_ok=True)
+    engine = create_engine_for(None, home / "auth.sqlite3")
+    key = SqlApiKeyStore(engine).create("bench-ingest", [Scope.INGEST]).plaintext
+    engine.dispose()
+    lines = [encode_event(event) for event in events]
+    everything = home / "events.jsonl"
+    everything.write_bytes(b"\n".join(lines))
+    singles = home / "events-single.jsonl"
+    single_count = min(len(lines), max(200, min(len(lines) // 20, 2_000)))
+    singles.write_bytes(b"\n".join(lines[:single_count]))
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = child_env(
+        CRM_KAFKA_BOOTSTRAP=ctx.kafka_bootstrap,
+        CRM_TOPIC=topic,
+        CRM_DEADLETTER_TOPIC=deadletters,
+        CRM_DATA_DIR=str(home),
+    )
+    server_log = (home / "gateway.log").open("wb")
+    command = [sys.executable, "-c", "from crm.cli import app; app()", "ingest", "serve"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen(
+        command,
+        cwd=home,
+        env=env,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
+    )
+    results: dict[int, tuple[float, int]] = {}
+    try:
+        _wait_until_up(url, key, lines[:20], server, home / "gateway.log")
+        for batch in (1, 100, 1_000):
+            source = singles if batch == 1 else everything
+            outcome = _client(url, key, source, batch)
+            sent = int(outcome["events"])
+            results[batch] = (rate(sent, float(outcome["seconds"])), sent)
+            ctx.log(f"HTTP batch {batch:,}: {results[batch][0]:,.0f} ev/s")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server_log.close()
+    return results
+
+
+def _wait_until_up(
+    url: str, key: str, warmup: list[bytes], server: subprocess.Popen[bytes], log: Path
+) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(
+                f"the gateway exited with {server.returncode}: {log.read_text()[-2000:]}"
+            )
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    else:
+        raise RuntimeError(f"the gateway did not come up in 90 s: {log.read_text()[-2000:]}")
+    response = httpx.post(
+        f"{url}/v1/events",
+        content=b"[" + b",".join(warmup) + b"]",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"warm-up request failed: {response.status_code} {response.text}")
+
+
+def _client(url: str, key: str, source: Path, batch: int) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.ingest_client", "--url", url]
+    command += ["--events", str(source), "--batch", str(batch)]
+    command += ["--concurrency", str(http_concurrency(batch))]
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        env=child_env(CRM_BENCH_KEY=key),
+        capture_output=True,
+        timeout=900,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the HTTP client failed: {done.stderr.decode()[-2000:]}")
+    outcome: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    if outcome["errors"]:
+        raise RuntimeError(
+            f"{outcome['errors']} of {outcome['requests']} requests (batch {batch}) failed: "
+            f"{outcome['first_error']}"
+        )
+    return outcome
