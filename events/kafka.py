@@ -181,8 +181,13 @@ class KafkaEventLog:
                 )
                 for record in records
             ]
-            producer.flush(timeout=self._timeout_ms / 1000)
-            metadata = [future.get(timeout=0) for future in futures]
+            # wait for this call's acknowledgements only (no flush): concurrent callers
+            # (gateway requests) then share the producer's batches instead of each
+            # forcing its own partial batch out
+            deadline = time.monotonic() + self._timeout_ms / 1000
+            metadata = [
+                future.get(timeout=max(0.0, deadline - time.monotonic())) for future in futures
+            ]
         except KafkaError as exc:
             self._reset_producer()
             raise LogUnavailableError(
