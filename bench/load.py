@@ -6,6 +6,10 @@ server cannot hide its queueing (no coordinated omission).
         --seconds 20 --path '/v1/customers/{id}' --ids ids.txt
 
 ``{id}`` in the path is replaced by ids from the file, round robin. Sends to loopback only.
+
+Its httpx client costs about a core per 100-200 requests/s on a 2-core machine, so at
+higher rates it measures itself: ``bench.read_api`` drives the read API with a leaner
+raw-socket generator (``lean_load``) and reports this one only for comparison.
 """
 
 from __future__ import annotations
