@@ -52,6 +52,8 @@ from schemas import (
     EventPayload,
     Identifiers,
     SegmentDefined,
+    SegmentEntered,
+    SegmentExited,
     SegmentRetired,
     Source,
     TargetGroup,
@@ -178,7 +180,7 @@ def evaluate_segments(
             if wanted_ids is not None and sid not in wanted_ids:
                 continue
             current = _current_members(conn, sid)
-            changes = _changes(sid, 0, set(), current)
+            changes = _changes(sid, None, set(), current)
             events += [_membership_event(change, now) for change in changes]
             results.append(SegmentEvaluation(sid, 0, 0, 0, len(changes)))
     for start in range(0, len(events), APPEND_BATCH):
@@ -216,32 +218,28 @@ def _retired_with_members(conn: sa.Connection) -> set[str]:
 
 def _changes(
     segment_id: str,
-    version: int,
+    version: int | None,
     matching: set[str],
     current: Mapping[str, tuple[int, bool]],
-) -> list[EventPayload]:
-    changes: list[EventPayload] = []
+) -> list[SegmentEntered | SegmentExited]:
+    """Membership events from ``current`` to ``matching``; ``version`` None: the segment
+    is retired and every member leaves it."""
+    changes: list[SegmentEntered | SegmentExited] = []
     for cid in sorted(matching | current.keys()):
-        if version == 0:  # retired: leave
-            wanted: dict[str, tuple[int, bool]] = {}
-            if cid in current:
-                changes += loop.segment_changes(
-                    cid, {segment_id: current[cid]}, {segment_id: (current[cid][0], False)}
-                )
-            continue
-        wanted = {segment_id: (version, cid in matching)}
-        member_of = {segment_id: current[cid]} if cid in current else {}
-        changes += loop.segment_changes(cid, member_of, wanted)
+        held = current.get(cid)
+        retiring = (held[0] if held else 0, False)
+        wanted = retiring if version is None else (version, cid in matching)
+        member_of = {segment_id: held} if held else {}
+        changes += loop.segment_changes(cid, member_of, {segment_id: wanted})
     return changes
 
 
-def _membership_event(change: EventPayload, now: datetime) -> Envelope:
-    customer_id = getattr(change, "customer_id")  # noqa: B009 - entered or exited
+def _membership_event(change: SegmentEntered | SegmentExited, now: datetime) -> Envelope:
     name = (
-        f"{change.event_type}:{getattr(change, 'segment_id')}:{getattr(change, 'version')}:"  # noqa: B009
-        f"{customer_id}:evaluation:{now.isoformat()}"
+        f"{change.event_type}:{change.segment_id}:{change.version}:{change.customer_id}"
+        f":evaluation:{now.isoformat()}"
     )
-    return _customer_event(change, customer_id, now, name)
+    return _customer_event(change, change.customer_id, now, name)
 
 
 # --- campaigns -------------------------------------------------------------------------

@@ -76,8 +76,10 @@ def build_loop(
     """A small run of the loop: two assessments, three segments (one redefined, one
     retired), one campaign with responses."""
     populate(event_log, customers_n, customers_n * 14)
-    event_log.append(ana_events())  # one person under several ids: merges
     planning.settle(event_log, store)
+    for event in ana_events():  # one person under several ids, seen one batch at a time:
+        event_log.append([event])  # stored customers merge, so old ids become aliases
+        planning.settle(event_log, store)
     clock.now = T1
     run_assessment(event_log, store, now=T1, run_id="cycle-1", fx_rates=FX)
     planning.settle(event_log, store)
