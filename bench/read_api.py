@@ -370,19 +370,7 @@ def _raw_sql_main(
             latencies.append((time.perf_counter() - scheduled) * 1e3)
         elapsed = time.perf_counter() - start
     conn.close()
-    results.put(
-        Result(
-            rate=rate,
-            sent=total,
-            ok=len(latencies),
-            errors=errors,
-            achieved_rate=len(latencies) / elapsed if elapsed > 0 else 0.0,
-            p50_ms=statistics.median(latencies) if latencies else float("nan"),
-            p90_ms=percentile(latencies, 0.90),
-            p99_ms=percentile(latencies, 0.99),
-            max_ms=max(latencies, default=float("nan")),
-        )
-    )
+    results.put(_result(rate, total, latencies, errors, elapsed))
 
 
 def raw_sql_load(
