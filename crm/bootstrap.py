@@ -5,16 +5,52 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from functools import cache
+from typing import Final
+
 from crm.settings import Settings
 from events.kafka import KafkaEventLog
 from events.log import EventLog
 from events.sqlite import SqliteEventLog
+from privacy.keystore import SqlKeyStore, load_master_key
+from privacy.protect import Protector, SealingEventLog
 from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore, outbox_publisher
 
+PRIVACY_SCHEMA: Final = "privacy"
+
 
 def build_event_log(settings: Settings, *, topic: str | None = None) -> EventLog:
-    """Kafka when ``CRM_KAFKA_BOOTSTRAP`` is set, else the embedded SQLite log."""
+    """The event log, sealing personal data on append (every door goes through here).
+
+    Kafka when ``CRM_KAFKA_BOOTSTRAP`` is set, else the embedded SQLite log. The
+    dead-letter topic is not sealed: it keeps rejected input byte for byte.
+    """
+    raw = build_raw_event_log(settings, topic=topic)
+    if topic is not None and topic == settings.deadletter_topic:
+        return raw
+    return SealingEventLog(raw, build_protector(settings))
+
+
+def build_protector(settings: Settings) -> Protector:
+    """The key store (PostgreSQL schema ``privacy``, else ``CRM_DATA_DIR/privacy.sqlite3``)
+    behind sealing, opening and erasure; one per process and configuration."""
+    master = settings.master_key.get_secret_value() if settings.master_key else None
+    return _protector(settings.database_url, str(settings.data_dir), master)
+
+
+@cache
+def _protector(database_url: str | None, data_dir: str, master: str | None) -> Protector:
+    from pathlib import Path
+
+    folder = Path(data_dir)
+    engine = create_engine_for(database_url, folder / "privacy.sqlite3")
+    key = load_master_key(master, folder / "master.key")
+    return Protector(SqlKeyStore(engine, key, schema=PRIVACY_SCHEMA))
+
+
+def build_raw_event_log(settings: Settings, *, topic: str | None = None) -> EventLog:
+    """The log as is: for the processor, dead letters and tools reading records."""
     name = topic or settings.topic
     if settings.kafka_bootstrap:
         return KafkaEventLog(
@@ -43,7 +79,7 @@ def build_projection_store(
     engine = create_engine_for(settings.database_url, settings.data_dir / "projections.sqlite3")
     publish = None
     if event_log is not None:
-        deadletters = build_event_log(settings, topic=settings.deadletter_topic)
+        deadletters = build_raw_event_log(settings, topic=settings.deadletter_topic)
         publish = outbox_publisher(event_log, deadletters)
     store = SqlProjectionStore(
         engine,
@@ -51,6 +87,7 @@ def build_projection_store(
         shared_threshold=settings.shared_identifier_threshold,
         publish=publish,
         clock=clock or _utcnow,
+        protector=build_protector(settings),
     )
     store.create()
     return store

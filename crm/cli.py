@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from crm.bootstrap import build_event_log, build_projection_store
+from crm.bootstrap import build_event_log, build_projection_store, build_protector
 from crm.cli_api import api_app
 from crm.cli_dev import dev_app
 from crm.cli_import import deadletters_app, import_command
@@ -318,6 +318,7 @@ def replay(
         settings.projection_schema,
         settings.data_dir / "projections.sqlite3",
         settings.shared_identifier_threshold,
+        build_protector(settings),
     )
     try:
         with _progress() as progress:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +62,16 @@ class Settings(BaseSettings):
     )
     assessment_horizon_weeks: float = Field(
         default=52, gt=0, le=520, description="CLV horizon of assessments"
+    )
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="base64url of 32 random bytes that wrap every data key (privacy/); "
+        "unset = CRM_DATA_DIR/master.key, created on first use",
+    )
+    marketing_consent: Literal["opt_out", "opt_in"] = Field(
+        default="opt_out",
+        description="opt_out: campaigns skip customers who withdrew marketing consent for "
+        "the channel; opt_in: they also skip those who never granted it",
     )
 
     @property

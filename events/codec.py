@@ -34,6 +34,12 @@ def decode_event(value: bytes) -> Envelope:
     Raises :class:`schemas.EventValidationError` for malformed JSON too, so a consumer
     handles every kind of bad record through one exception type.
     """
+    return parse_event(decode_json(value))
+
+
+def decode_json(value: bytes) -> dict[str, Any]:
+    """The JSON object of a record (not validated yet); ``EventValidationError`` if it
+    is not one."""
     try:
         data: Any = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -45,7 +51,7 @@ def decode_event(value: bytes) -> Envelope:
         raise EventValidationError(
             [FieldError("", f"an event must be a JSON object, got {kind}", "model_type")]
         )
-    return parse_event(data)
+    return data  # type: ignore[return-value]
 
 
 def partition_key(event: Envelope) -> bytes:
@@ -56,12 +62,16 @@ def partition_key(event: Envelope) -> bytes:
     Events about no single customer are keyed by their domain (``segment``,
     ``campaign``, ``assessment``), which keeps each domain's definitions in order.
     """
-    if event.identifiers is not None:
-        present = event.identifiers.present()
-        if present:
-            kind, value = present[0]
-            return hashlib.blake2b(f"{kind}:{value}".encode(), digest_size=16).hexdigest().encode()
-    return event.type.split(".", 1)[0].encode()
+    present = event.identifiers.present() if event.identifiers is not None else []
+    return key_for(present[0] if present else None, event.type)
+
+
+def key_for(first_identifier: tuple[str, str] | None, event_type: str) -> bytes:
+    """``partition_key`` from an event's first identifier ``(kind, value)`` and type."""
+    if first_identifier is not None:
+        kind, value = first_identifier
+        return hashlib.blake2b(f"{kind}:{value}".encode(), digest_size=16).hexdigest().encode()
+    return event_type.split(".", 1)[0].encode()
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -122,6 +122,8 @@ class CustomerState:
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     event_count: int = 0
+    erased: Stamp | None = None
+    """Stamp of the first ``customer.erased``: no personal data is kept from then on."""
 
     @classmethod
     def empty(cls) -> CustomerState:
@@ -156,8 +158,17 @@ class CustomerState:
         if handler is not None:
             handler(self, payload, (at, event.event_id), channel)
 
+    def erase(self, stamp: Stamp) -> None:
+        """Forget the personal data (profile, custom attributes); order-insensitive:
+        profile events folded later are ignored (``customer_handlers``)."""
+        self.erased = stamp if self.erased is None else min(self.erased, stamp)
+        self.profile.clear()
+        self.attributes.clear()
+
     def merge_from(self, other: CustomerState) -> None:
-        """Fold ``other``'s event set into this state; ``other`` is only read."""
+        """Fold ``other``'s event set into this state; ``other`` is only read.
+
+        Erasure wins: merging with an erased customer forgets both profiles."""
         merge_latest(self.profile, other.profile)
         merge_latest(self.attributes, other.attributes)
         merge_latest(self.consents, other.consents)
@@ -176,6 +187,10 @@ class CustomerState:
         self.first_seen = earliest(self.first_seen, other.first_seen)
         self.last_seen = latest(self.last_seen, other.last_seen)
         self.event_count += other.event_count
+        if other.erased is not None:
+            self.erase(other.erased)
+        elif self.erased is not None:
+            self.erase(self.erased)
 
     def copy(self) -> CustomerState:
         """An independent copy (records are not shared)."""
@@ -295,6 +310,7 @@ class CustomerState:
             "first_seen": iso_or_none(self.first_seen),
             "last_seen": iso_or_none(self.last_seen),
             "event_count": self.event_count,
+            "erased": _stamp_or_none(self.erased),
         }
 
     @classmethod
@@ -332,6 +348,7 @@ class CustomerState:
             first_seen=parse_time_or_none(data["first_seen"]),
             last_seen=parse_time_or_none(data["last_seen"]),
             event_count=data["event_count"],
+            erased=_stamp_or_none_from_json(data.get("erased")),
         )
 
 

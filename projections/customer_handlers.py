@@ -30,6 +30,7 @@ from schemas import (
     ConsentPurpose,
     ConversionAttributed,
     CustomerAssessed,
+    CustomerErased,
     CustomerProfileUpdated,
     CustomerRegistered,
     EventPayload,
@@ -48,6 +49,8 @@ from schemas import (
     TicketResolved,
     UnsubscribeScope,
 )
+
+from schemas.fields import REDACTED
 
 if TYPE_CHECKING:
     from projections.customer import CustomerState
@@ -69,6 +72,7 @@ ACTIVITY_ONLY: Final[frozenset[str]] = frozenset(
         "sales.note_added",
         "identity.merged",  # identity resolution's history, not behaviour
         "identity.split",
+        "customer.erasure_requested",  # carried out by the processor (customer.erased)
     }
 )
 """Customer event types with no handler on purpose: they only count into the event count,
@@ -94,10 +98,15 @@ def handles(
 def _update_profile(
     s: CustomerState, p: CustomerRegistered | CustomerProfileUpdated, stamp: Stamp
 ) -> None:
-    """Per attribute LWW; ``None`` means "not given", so it never clears a value."""
+    """Per attribute LWW; ``None`` means "not given", so it never clears a value.
+
+    Nothing is kept of an erased customer, nor placeholders of sealed values whose key
+    is gone."""
+    if s.erased is not None:
+        return
     for name in _PROFILE_FIELDS:
         value = getattr(p, name)
-        if value is not None:
+        if value is not None and value != REDACTED:
             put_latest(s.profile, name, Stamped(value, stamp))
     for key, scalar in (p.attributes or {}).items():
         put_latest(s.attributes, key, Stamped(scalar, stamp))
@@ -113,6 +122,11 @@ def _profile_updated(
     s: CustomerState, p: CustomerProfileUpdated, stamp: Stamp, channel: str
 ) -> None:
     _update_profile(s, p, stamp)
+
+
+@handles(CustomerErased)
+def _erased(s: CustomerState, p: CustomerErased, stamp: Stamp, channel: str) -> None:
+    s.erase(stamp)
 
 
 @handles(ConsentChanged)

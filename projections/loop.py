@@ -73,8 +73,11 @@ def memberships(state: CustomerState) -> dict[str, tuple[int, bool]]:
     return {sid: (m.version, m.member) for sid, m in state.segments.items()}
 
 
-def evaluate(segments: Sequence[ActiveSegment], facts: Facts) -> dict[str, tuple[int, bool]]:
-    return {s.segment_id: (s.version, s.matches(facts)) for s in segments}
+def evaluate(
+    segments: Sequence[ActiveSegment], facts: Facts, *, erased: bool = False
+) -> dict[str, tuple[int, bool]]:
+    """Membership wanted in each active segment; an erased customer is in none."""
+    return {s.segment_id: (s.version, not erased and s.matches(facts)) for s in segments}
 
 
 def attribute(

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from events.log import EventLog
+from privacy.protect import Protector
 from projections.sql import advisory_key, create_engine_for, is_postgres
 from projections.store import SWITCH_LOCK, SqlProjectionStore
 from projections.tables import outbox
@@ -53,6 +54,8 @@ class ReplaySource:
     schema: str
     sqlite_path: Path
     shared_threshold: int
+    protector: Protector | None = None
+    """Opens sealed personal data (keys destroyed by erasures stay destroyed)."""
 
 
 def remaining(event_log: EventLog, store: SqlProjectionStore, until: Mapping[int, int]) -> int:
@@ -101,7 +104,11 @@ def _fresh_store(source: ReplaySource, name: str) -> tuple[SqlProjectionStore, s
         engine = create_engine_for(None, path)
         target = str(path)
     store = SqlProjectionStore(
-        engine, schema=target, shared_threshold=source.shared_threshold, live=False
+        engine,
+        schema=target,
+        shared_threshold=source.shared_threshold,
+        live=False,
+        protector=source.protector,
     )
     store.create()
     return store, target

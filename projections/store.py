@@ -26,20 +26,22 @@ batch touches, in sorted order, and re-check the mapping after locking.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from events.codec import decode_event, to_record
+from events.codec import decode_json, to_record
 from events.log import EventLog, LogRecord, OutgoingRecord
+from privacy.crypto import IdentifierHasher, redact
 from projections import identity as ident
 from projections import loop
 from projections.customer import CustomerState
@@ -78,6 +80,8 @@ from schemas import (
     AssessmentCompleted,
     CampaignLaunched,
     Channel,
+    CustomerErased,
+    CustomerErasureRequested,
     Envelope,
     EventPayload,
     EventValidationError,
@@ -96,6 +100,9 @@ from schemas import (
 )
 from schemas.rules import parse_rule
 
+if TYPE_CHECKING:
+    from privacy.protect import Protector
+
 log = logging.getLogger(__name__)
 
 DERIVED_NAMESPACE = uuid.UUID("6f1c8f4e-8a7d-4a53-9f0e-3c9b2d7e5a10")
@@ -113,6 +120,7 @@ class _Node:
     shared: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     dirty: bool = False
+    value: str | None = None
 
 
 @dataclass
@@ -142,11 +150,15 @@ class SqlProjectionStore:
         publish: Callable[[str, Sequence[OutgoingRecord]], None] | None = None,
         live: bool = True,
         clock: Clock = _utcnow,
+        protector: Protector | None = None,
     ) -> None:
         """``live=False`` for a rebuild: it must not wait for the replay switch lock, and
         takes no closed-loop decisions (they are in the log already). ``clock`` is "now"
-        for segment rules such as "within the last 90 days"."""
+        for segment rules such as "within the last 90 days". ``protector`` opens sealed
+        personal data, hashes personal identifiers and destroys keys on erasure; without
+        it identifiers are matched as they come (tests of plain events)."""
         self.live = live
+        self.protector = protector
         self.schema = schema if is_postgres(engine) else None
         self.engine = engine.execution_options(schema_translate_map={None: self.schema})
         self.shared_threshold = shared_threshold
@@ -178,6 +190,8 @@ class SqlProjectionStore:
 
     def customer_for(self, kind: str, value: str) -> str | None:
         """The customer an identifier (normalised ``value``) belongs to."""
+        if self.protector is not None:
+            value = self.protector.node_value(kind, value)
         with self.engine.connect() as conn:
             return conn.execute(
                 sa.select(identity_nodes.c.customer_id).where(
@@ -207,7 +221,7 @@ class SqlProjectionStore:
         for attempt in range(10):
             try:
                 with self.engine.begin() as conn:
-                    batch = _Batch(conn, self.shared_threshold, self.live, self.clock)
+                    batch = self._batch(conn)
                     return batch.run(topic, records)
             except DBAPIError as exc:
                 code = getattr(exc.orig, "pgcode", None)
@@ -216,6 +230,9 @@ class SqlProjectionStore:
                 log.info("batch conflicted with another worker (%s); retrying", code)
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _batch(self, conn: Connection) -> _Batch:
+        return _Batch(conn, self.shared_threshold, self.live, self.clock, self.protector)
 
     def apply_deferred(self, batch_size: int = 2_000) -> int:
         """Apply the events a rebuild set aside (see ``_Batch._defer``); returns how many."""
@@ -229,7 +246,7 @@ class SqlProjectionStore:
                 ).all()
                 if not rows:
                     return applied
-                _Batch(conn, self.shared_threshold, self.live, self.clock).run_deferred(rows)
+                self._batch(conn).run_deferred(rows)
                 for row in rows:
                     conn.execute(
                         sa.delete(deferred_events).where(
@@ -285,8 +302,21 @@ class _Batch:
     each event to its customer (merging customers an event links) and folds it in.
     """
 
-    def __init__(self, conn: Connection, threshold: int, live: bool, clock: Clock) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        threshold: int,
+        live: bool,
+        clock: Clock,
+        protector: Protector | None = None,
+    ) -> None:
         self.conn = conn
+        self.protector = protector
+        # redaction hashes identifiers; without a key store, with a throwaway key
+        self.hasher = protector.hasher if protector else IdentifierHasher(os.urandom(32))
+        self.plain: dict[str, str] = {}  # node -> plain value seen in this batch
+        self.erasure_requests: list[tuple[str, Envelope]] = []
+        self.erased: set[str] = set()  # customers erased in this batch: redact their rows
         self.live = live
         self.clock = clock
         self.definitions: list[Envelope] = []
@@ -330,13 +360,33 @@ class _Batch:
     def run_deferred(self, rows: Sequence[Any]) -> None:
         """Apply events ``_defer`` set aside (rows of ``deferred_events``), in log order."""
         events = [
-            (LogRecord("", row.log_partition, row.log_offset, 0, None, b""), parse_event(row.event))
-            for row in rows
+            (LogRecord("", row.log_partition, row.log_offset, 0, None, b""), event)
+            for row, event in zip(rows, self._open([row.event for row in rows]), strict=True)
         ]
         self._process(self._drop_known(events))
 
+    def _open(self, raws: Sequence[dict[str, Any]]) -> list[Envelope]:
+        """Events from stored JSON (timeline, deferred), personal data opened if possible."""
+        datas = [dict(raw) for raw in raws]
+        if self.protector is not None:
+            self.protector.open_all(datas)
+        return [parse_event(data) for data in datas]
+
+    def _nodes(self, event: Envelope) -> list[str]:
+        """The event's identity nodes, personal identifiers as keyed hashes."""
+        if event.identifiers is None:
+            return []
+        nodes = []
+        for kind, value in event.identifiers.present():
+            hashed = self.protector.node_value(kind, value) if self.protector else value
+            name = ident.node(kind, hashed)
+            if hashed != value:
+                self.plain[name] = value
+            nodes.append(name)
+        return nodes
+
     def _process(self, events: list[tuple[LogRecord, Envelope]]) -> None:
-        node_lists = [ident.nodes_of(e.identifiers) for _, e in events]
+        node_lists = [self._nodes(e) for _, e in events]
         self._load(node_lists)
         to_split = self._link(node_lists)
         if to_split:
@@ -394,10 +444,18 @@ class _Batch:
         return {int(p): int(o) for p, o in self.conn.execute(query)}
 
     def _decode(self, records: Sequence[LogRecord]) -> list[tuple[LogRecord, Envelope]]:
-        decoded = []
+        datas: list[tuple[LogRecord, dict[str, Any]]] = []
         for record in records:
             try:
-                event = decode_event(record.value)
+                datas.append((record, decode_json(record.value)))
+            except EventValidationError as exc:
+                self.outbox_rows.append(_dead_letter(record, str(exc)))
+        if self.protector is not None:
+            self.protector.open_all([data for _, data in datas])
+        decoded = []
+        for record, data in datas:
+            try:
+                event = parse_event(data)
             except EventValidationError as exc:
                 self.outbox_rows.append(_dead_letter(record, str(exc)))
                 continue
@@ -473,6 +531,7 @@ class _Batch:
                     row.customer_id,
                     row.shared,
                     {"account_id": row.n_account_id, "email": row.n_email, "phone": row.n_phone},
+                    value=row.value,
                 )
         for name in names:
             self.nodes.setdefault(name, _Node(None, dirty=True))
@@ -542,18 +601,20 @@ class _Batch:
         lock_keys(conn, (f"customer:{c}" for c in anchors))
         states: dict[str, CustomerState] = {cid: CustomerState.empty() for cid in anchors}
         moves: dict[str, list[str]] = defaultdict(list)
-        for event_id, event_nodes, raw in conn.execute(
+        rows = conn.execute(
             sa.select(timeline.c.event_id, timeline.c.nodes, timeline.c.event).where(
                 timeline.c.customer_id == customer_id
             )
-        ):
+        ).all()
+        opened = self._open([row.event for row in rows])
+        for (event_id, event_nodes, _), event in zip(rows, opened, strict=True):
             home = ident.home_node(event_nodes, shared)
             if home is None:  # named by id only (a derived event): keep following that id
                 named = [n.partition(":")[2] for n in event_nodes]
                 cid = next((n for n in named if n in anchors), customer_id)
             else:
                 cid = owner.get(home, customer_id)
-            states.setdefault(cid, CustomerState.empty()).apply(parse_event(raw))
+            states.setdefault(cid, CustomerState.empty()).apply(event)
             moves[cid].append(event_id)
         for cid, event_ids in moves.items():
             for chunk in chunks(event_ids):
@@ -654,6 +715,8 @@ class _Batch:
     def _merge(self, merged: str, survivor: str, linking: list[str], event: Envelope) -> None:
         gone = self.customers.pop(merged)
         keeper = self.customers[survivor]
+        if (keeper.state.erased is None) != (gone.state.erased is None):
+            self.erased.add(survivor)  # the other one's rows lose their personal data too
         keeper.state.merge_from(gone.state)
         keeper.dirty = True
         self.redirect[merged] = survivor
@@ -668,6 +731,10 @@ class _Batch:
         customer.state.apply(event)
         customer.dirty = True
         payload = event.payload
+        if isinstance(payload, CustomerErasureRequested) and self.live:
+            self.erasure_requests.append((customer_id, event))
+        elif isinstance(payload, CustomerErased):
+            self.erased.add(customer_id)
         if isinstance(payload, OrderPlaced):
             self.orders.append((customer_id, event))
         elif isinstance(payload, SegmentEntered | SegmentExited):
@@ -690,19 +757,29 @@ class _Batch:
                 "channel": event.source.channel.value,
                 "source_system": event.source.system,
                 "nodes": event_nodes,
-                # as read from the log (no re-serialising); derived events are dumped
-                "event": event.model_dump(mode="json")
-                if record is None or not record.value
-                else RawJson(record.value.decode()),
+                "event": self._timeline_event(customer.state, event, record),
                 "log_partition": None if record is None else record.partition,
                 "log_offset": None if record is None else record.offset,
             }
         )
 
+    def _timeline_event(
+        self, state: CustomerState, event: Envelope, record: LogRecord | None
+    ) -> Any:
+        """The event as read from the log (sealed; no re-serialising), derived events
+        dumped, and with no personal data at all once the customer is erased."""
+        if state.erased is not None:
+            return redact(event.model_dump(mode="json"), self.hasher)
+        if record is None or not record.value:
+            return event.model_dump(mode="json")
+        return RawJson(record.value.decode())
+
     # -- closed-loop decisions (live only) --------------------------------------------
 
     def _decide(self) -> None:
-        """Attribute the batch's orders, then re-check changed customers' segments."""
+        """Carry out erasure requests, attribute the batch's orders, then re-check
+        changed customers' segments."""
+        self._erase_requested()
         conversions = self._attributions()
         known = self._known_ids([event_id for event_id, _, _ in conversions])
         for event_id, customer_id, payload in conversions:
@@ -717,7 +794,7 @@ class _Batch:
             if not customer.dirty:
                 continue
             state = customer.state
-            wanted = loop.evaluate(active, facts_of(state))
+            wanted = loop.evaluate(active, facts_of(state), erased=state.erased is not None)
             changes = loop.segment_changes(customer_id, loop.memberships(state), wanted)
             for change in changes:
                 kind = "entered" if isinstance(change, SegmentEntered) else "exited"
@@ -726,6 +803,45 @@ class _Batch:
                 current = state.segments.get(change.segment_id)
                 at = now if current is None else max(now, current.stamp[0] + _TICK)
                 self._apply_derived(customer_id, change, event_id, at)
+
+    def _erase_requested(self) -> None:
+        """Destroy the data keys of every identifier of each customer asked to be
+        erased (and of its merged ids), then append ``customer.erased``."""
+        requests, self.erasure_requests = self.erasure_requests, []
+        for customer_id, request in requests:
+            customer_id = self._find(customer_id)
+            event_id = uuid.uuid5(DERIVED_NAMESPACE, f"customer.erased:{request.event_id}")
+            if str(event_id) in self._known_ids([event_id]):
+                continue
+            destroyed = 0
+            if self.protector is not None:
+                destroyed = self.protector.destroy(self._subjects(customer_id))
+            payload = request.payload
+            assert isinstance(payload, CustomerErasureRequested)
+            erased = CustomerErased(
+                request_id=request.event_id, keys_destroyed=destroyed, reason=payload.reason
+            )
+            self._apply_derived(customer_id, erased, event_id, self.clock())
+            log.info("customer %s erased: %d data keys destroyed", customer_id, destroyed)
+
+    def _subjects(self, customer_id: str) -> set[str]:
+        """Every key subject of a customer: its identifier nodes and (merged) ids."""
+        c = self.conn
+        subjects = set(
+            c.execute(
+                sa.select(identity_nodes.c.node).where(identity_nodes.c.customer_id == customer_id)
+            ).scalars()
+        )
+        subjects |= {n for n, node in self.nodes.items() if node.customer_id == customer_id}
+        ids = {customer_id, *(m for m in self.redirect if self._find(m) == customer_id)}
+        ids |= set(
+            c.execute(
+                sa.select(customer_aliases.c.alias).where(
+                    customer_aliases.c.customer_id == customer_id
+                )
+            ).scalars()
+        )
+        return subjects | {ident.node("customer_id", i) for i in ids}
 
     def _attributions(self) -> list[tuple[uuid.UUID, str, EventPayload]]:
         if not self.orders:
@@ -867,7 +983,16 @@ class _Batch:
             for table in (customers, customer_segments, customer_campaigns):
                 conn.execute(sa.delete(table).where(table.c.customer_id.in_(chunk)))
         self._write_aliases()
+        for name, plain in self.plain.items():
+            node = self.nodes.get(name)
+            if node is not None and node.value != plain:
+                node.value, node.dirty = plain, True
+        self.plain = {}
         dirty_nodes = [(name, n) for name, n in self.nodes.items() if n.dirty and n.customer_id]
+        for _, node in dirty_nodes:
+            owner = self.customers.get(self._find(node.customer_id or ""))
+            if owner is not None and owner.state.erased is not None:
+                node.value = None
         upsert(
             conn,
             identity_nodes,
@@ -879,6 +1004,7 @@ class _Batch:
                     "n_account_id": node.counts.get("account_id", 0),
                     "n_email": node.counts.get("email", 0),
                     "n_phone": node.counts.get("phone", 0),
+                    "value": node.value,
                 }
                 for name, node in dirty_nodes
             ],
@@ -898,11 +1024,40 @@ class _Batch:
                 row["customer_id"] = self._find(row["customer_id"])
         insert_ignore(conn, timeline, self.timeline_rows, ["event_id"])
         insert_ignore(conn, segment_history, self.history_rows, ["event_id"])
+        self._redact_erased()
         if self.outbox_rows:
             conn.execute(sa.insert(outbox), self.outbox_rows)
         self.redirect.clear()
         self.timeline_rows, self.outbox_rows, self.alias_rows = [], [], []
         self.history_rows = []
+
+    def _redact_erased(self) -> None:
+        """Leave no personal data of the customers erased in this batch: their plain
+        identifier values, and the personal fields of every event of their timeline."""
+        erased, self.erased = sorted({self._find(c) for c in self.erased}), set()
+        if not erased:
+            return
+        conn = self.conn
+        conn.execute(
+            sa.update(identity_nodes)
+            .where(identity_nodes.c.customer_id.in_(erased))
+            .values(value=None)
+        )
+        for node in self.nodes.values():
+            if node.customer_id in erased:
+                node.value = None
+        rows = conn.execute(
+            sa.select(timeline.c.event_id, timeline.c.event).where(
+                timeline.c.customer_id.in_(erased)
+            )
+        ).all()
+        for event_id, raw in rows:
+            data = dict(raw)
+            cleaned = redact(dict(raw), self.hasher)
+            if cleaned != data:
+                conn.execute(
+                    sa.update(timeline).where(timeline.c.event_id == event_id).values(event=cleaned)
+                )
 
     def _write_aliases(self) -> None:
         if not self.alias_rows:
@@ -928,6 +1083,7 @@ def _customer_row(customer_id: str, customer: _Customer) -> dict[str, Any]:
         "customer_id": customer_id,
         "anchor": customer.anchor,
         "display_name": state.display_name,
+        "erased_at": None if state.erased is None else state.erased[0],
         "revenue_by_currency": {c: str(v) for c, v in sorted(state.revenue_by_currency.items())},
         "state": state.to_json(),
     }

@@ -66,6 +66,9 @@ identity_nodes = Table(
     Column("n_account_id", Integer, nullable=False, default=0),
     Column("n_email", Integer, nullable=False, default=0),
     Column("n_phone", Integer, nullable=False, default=0),
+    # the plain value of a personal identifier (the node holds its keyed hash), for the
+    # customer 360; NULL once the customer is erased (and when only the hash is known)
+    Column("value", Text),
     Index("identity_nodes_by_customer", "customer_id"),
 )
 
@@ -84,6 +87,7 @@ customers = Table(
     Column("display_name", Text),
     Column("revenue_by_currency", Json, nullable=False),
     Column("state", Json, nullable=False),
+    Column("erased_at", Timestamp),
     # The customer's facts (``projections.facts``), one column per rule field
     # (``schemas.rules.FIELDS``: order_count, last_seen, rfm_segment, ...): what the read
     # API lists and segment rules are evaluated over in SQL.

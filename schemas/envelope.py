@@ -30,6 +30,27 @@ from schemas.source import Source
 IDENTIFIERS_REQUIRED = f"at least one of {', '.join(IDENTIFIER_KINDS)} is required"
 
 
+MAX_SEALED_LENGTH = 200_000
+
+
+class SealedPii(BaseModel):
+    """The event's personal data, encrypted with its subject's data key (AES-256-GCM).
+
+    Set by the ingest doors (``privacy.protect``): the PII fields of the event hold a
+    placeholder or a keyed hash instead, and ``ct`` holds their values. Destroying the
+    data key (erasure) makes them unrecoverable everywhere, the log included.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    kid: Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    """Id of the data key in the key store."""
+    ct: Annotated[
+        StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$", max_length=MAX_SEALED_LENGTH)
+    ]
+    """base64url(nonce || ciphertext || tag) of the JSON map ``{path: value}``."""
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -59,6 +80,8 @@ class Envelope(BaseModel):
         EventPayload,
         WithJsonSchema({"type": "object", "description": "The payload of the event's type."}),
     ]
+    pii: SealedPii | None = None
+    """The event's personal data, sealed at ingest (absent when it has none, or once opened)."""
 
 
 def _require_identifiers(identifiers: Identifiers | None) -> Identifiers:

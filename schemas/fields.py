@@ -39,6 +39,8 @@ MAX_MAP_ENTRIES: Final = 100
 MAX_JSON_BYTES: Final = 64 * 1024
 
 PII: Final = Field(json_schema_extra={"x-pii": True})
+REDACTED: Final = "[redacted]"
+"""What a required personal field holds in the log (its value is sealed) or after erasure."""
 """Marks a field as holding personal data: ``name: Annotated[PersonName, PII]``."""
 
 

@@ -33,6 +33,22 @@ IDENTIFIER_KINDS: Final[tuple[IdentifierKind, ...]] = (
 )
 """Identifier kinds in precedence order (most authoritative first)."""
 
+HASHED_KINDS: Final[tuple[IdentifierKind, ...]] = ("email", "phone", "device_id", "social_handle")
+"""Identifier kinds that are personal data: in the log they travel as keyed hashes."""
+
+IDENTIFIER_HASH_PREFIX: Final = "h1:"
+_HASH = re.compile(r"h1:[A-Za-z0-9_-]{27}")
+
+
+def is_identifier_hash(value: str) -> bool:
+    """True for a keyed hash of an identifier (``h1:`` + 27 base64url characters).
+
+    The ingest doors replace personal identifiers by such hashes (``privacy.crypto``);
+    identity resolution matches on them, so they pass normalisation unchanged.
+    """
+    return _HASH.fullmatch(value) is not None
+
+
 _MAX_EMAIL_LENGTH: Final = 254
 _MAX_PHONE_INPUT_LENGTH: Final = 40
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
@@ -67,7 +83,12 @@ def normalize_phone(value: str, region: str = DEFAULT_PHONE_REGION) -> str:
 
 
 def normalize_identifier(kind: IdentifierKind, value: str) -> str:
-    """Normalise ``value`` as an identifier of ``kind`` (email, phone or a plain id)."""
+    """Normalise ``value`` as an identifier of ``kind`` (email, phone or a plain id).
+
+    A keyed hash (``is_identifier_hash``) is already normalised and returned as is.
+    """
+    if is_identifier_hash(value):
+        return value
     if kind == "email":
         return normalize_email(value)
     if kind == "phone":
@@ -79,6 +100,8 @@ def normalize_identifier(kind: IdentifierKind, value: str) -> str:
 
 
 def _email(value: str) -> str:
+    if is_identifier_hash(value):
+        return value
     try:
         return normalize_email(value)
     except ValueError as exc:
@@ -86,6 +109,8 @@ def _email(value: str) -> str:
 
 
 def _phone(value: str) -> str:
+    if is_identifier_hash(value):
+        return value
     try:
         return normalize_phone(value)
     except ValueError as exc:
@@ -99,7 +124,12 @@ Phone = Annotated[
 
 
 class Identifiers(BaseModel):
-    """The ways touchpoints know a customer; events carry whichever they have."""
+    """The ways touchpoints know a customer; events carry whichever they have.
+
+    Personal identifiers (``HASHED_KINDS``) are given in plain by producers; in the log
+    they are keyed hashes (``h1:...``) and their plain values travel encrypted in the
+    envelope's ``pii``.
+    """
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, hide_input_in_errors=True, use_attribute_docstrings=True

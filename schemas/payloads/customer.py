@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 from typing import Annotated, ClassVar
+from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
@@ -12,6 +13,7 @@ from schemas.errors import custom_error
 from schemas.fields import (
     PII,
     CalendarDate,
+    Count,
     CountryCode,
     Locale,
     PersonName,
@@ -115,3 +117,33 @@ class ConsentChanged(EventPayload):
     purpose: ConsentPurpose
     granted: StrictBool
     method: ShortText | None = None
+
+
+class CustomerErasureRequested(EventPayload):
+    """The customer asked to be forgotten (GDPR art. 17); the processor carries it out.
+
+    Name the customer by ``identifiers`` as any touchpoint knows them (or by
+    ``customer_id``). Carries no personal data itself.
+    """
+
+    event_type: ClassVar[str] = "customer.erasure_requested"
+
+    reason: ShortText | None = None
+    requested_by: ShortText | None = None
+    """Who filed it (a staff member's id, "self-service", ...), for the audit trail."""
+
+
+class CustomerErased(EventPayload):
+    """The customer's data keys were destroyed and their personal data redacted.
+
+    Derived from a ``customer.erasure_requested`` (``request_id``). From here on every
+    projection keeps no personal data of this customer, also after a replay, and the
+    customer is in no segment and no later campaign. Aggregates (orders, revenue,
+    campaign totals) still count them, under the pseudonymous customer id.
+    """
+
+    event_type: ClassVar[str] = "customer.erased"
+
+    request_id: UUID
+    keys_destroyed: Count
+    reason: ShortText | None = None

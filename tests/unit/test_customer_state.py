@@ -39,6 +39,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "attributes": {"tier": "gold", "kids": 2},
     },
     "customer.profile_updated": {"locale": "pt-PT", "attributes": {"vip": True}},
+    "customer.erasure_requested": {"reason": "customer request"},
+    "customer.erased": {
+        "request_id": UUID("00000000-0000-4000-8000-000000000001"),
+        "keys_destroyed": 2,
+    },
     "consent.changed": {"channel": "sms", "purpose": "marketing", "granted": True},
     "order.placed": {"order_id": "O-1", "lines": [_LINE], "currency": "EUR", "total": "10.00"},
     "order.returned": {
@@ -171,6 +176,7 @@ EXPECTED: dict[str, Callable[[CustomerState], object]] = {
         and s.display_name is None
     ),
     "consent.changed": lambda s: s.consent("sms", "marketing") is True,
+    "customer.erased": lambda s: s.erased is not None and s.erased[0] == T0,
     "order.placed": lambda s: (
         s.order_count == 1 and s.orders["EUR"].revenue == 10 and s.first_order_at == T0
     ),

@@ -42,6 +42,11 @@ SAMPLE_PAYLOADS: dict[str, dict[str, Any]] = {
         "attributes": {"tier": "gold", "pets": 2, "score": 0.5, "vip": True},
     },
     "customer.profile_updated": {"locale": "fr-FR", "attributes": {"newsletter": False}},
+    "customer.erasure_requested": {"reason": "customer request", "requested_by": "agent-7"},
+    "customer.erased": {
+        "request_id": "00000000-0000-4000-8000-000000000001",
+        "keys_destroyed": 2,
+    },
     "consent.changed": {
         "channel": "email",
         "purpose": "marketing",
@@ -217,7 +222,7 @@ def sample_event(event_type: str) -> Envelope:
 
 def test_samples_cover_the_whole_catalog() -> None:
     assert set(SAMPLE_PAYLOADS) == set(CATALOG)
-    assert len(CATALOG) == 32
+    assert len(CATALOG) == 34
 
 
 @pytest.mark.parametrize("event_type", sorted(CATALOG))
