@@ -7,7 +7,6 @@ API) extends it with its own fields. Secrets are ``SecretStr`` so they never pri
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field, SecretStr

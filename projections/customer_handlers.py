@@ -49,7 +49,6 @@ from schemas import (
     TicketResolved,
     UnsubscribeScope,
 )
-
 from schemas.fields import REDACTED
 
 if TYPE_CHECKING:
