@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
-from typing import Final
+from pathlib import Path
 
 from crm.settings import Settings
 from events.kafka import KafkaEventLog
@@ -15,8 +15,6 @@ from privacy.keystore import SqlKeyStore, load_master_key
 from privacy.protect import Protector, SealingEventLog
 from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore, outbox_publisher
-
-PRIVACY_SCHEMA: Final = "privacy"
 
 
 def build_event_log(settings: Settings, *, topic: str | None = None) -> EventLog:
@@ -35,17 +33,18 @@ def build_protector(settings: Settings) -> Protector:
     """The key store (PostgreSQL schema ``privacy``, else ``CRM_DATA_DIR/privacy.sqlite3``)
     behind sealing, opening and erasure; one per process and configuration."""
     master = settings.master_key.get_secret_value() if settings.master_key else None
-    return _protector(settings.database_url, str(settings.data_dir), master)
+    return _protector(
+        settings.database_url, settings.data_dir, settings.privacy_schema, master
+    )
 
 
 @cache
-def _protector(database_url: str | None, data_dir: str, master: str | None) -> Protector:
-    from pathlib import Path
-
-    folder = Path(data_dir)
-    engine = create_engine_for(database_url, folder / "privacy.sqlite3")
-    key = load_master_key(master, folder / "master.key")
-    return Protector(SqlKeyStore(engine, key, schema=PRIVACY_SCHEMA))
+def _protector(
+    database_url: str | None, data_dir: Path, schema: str, master: str | None
+) -> Protector:
+    engine = create_engine_for(database_url, data_dir / "privacy.sqlite3")
+    key = load_master_key(master, data_dir / "master.key")
+    return Protector(SqlKeyStore(engine, key, schema=schema))
 
 
 def build_raw_event_log(settings: Settings, *, topic: str | None = None) -> EventLog:

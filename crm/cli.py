@@ -23,6 +23,7 @@ from crm.cli_import import deadletters_app, import_command
 from crm.cli_ingest import ingest_app
 from crm.cli_keys import keys_app
 from crm.cli_loop import assess_command, campaigns_app, segments_app
+from crm.cli_privacy import privacy_app
 from crm.cli_process import process
 from crm.demo import demo
 from crm.settings import Settings
@@ -49,6 +50,7 @@ app.command("process")(process)
 app.command("assess")(assess_command)
 app.add_typer(segments_app, name="segments")
 app.add_typer(campaigns_app, name="campaigns")
+app.add_typer(privacy_app, name="privacy")
 app.command("demo")(demo)
 
 console = Console(stderr=True)

@@ -250,7 +250,7 @@ def campaigns_launch(
     window_days: Annotated[int, typer.Option(min=1, max=365, help="attribution window")] = 14,
 ) -> None:
     """Launch a campaign: snapshot the segment's audience, split treatment / control."""
-    with _loop() as (_, event_log, store):
+    with _loop() as (settings, event_log, store):
         now = datetime.now(UTC)
         planning.evaluate_segments(event_log, store, now=now, segment_ids=[segment])
         try:
@@ -265,6 +265,7 @@ def campaigns_launch(
                 control_share=control_share,
                 attribution_window_days=window_days,
                 offer=offer,
+                consent_policy=settings.marketing_consent,
             )
         except PlanningError as exc:
             raise typer.BadParameter(str(exc)) from None
@@ -272,7 +273,8 @@ def campaigns_launch(
     console.print(
         f"launched {campaign_id}: audience {launch.audience} "
         f"(treatment {launch.treatment}, control {launch.control}); "
-        f"{launch.excluded_no_consent} left out for withdrawn {channel.value} consent"
+        f"{launch.excluded_no_consent} left out without {channel.value} marketing consent "
+        f"({settings.marketing_consent.replace('_', '-')})"
     )
 
 

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         description="base64url of 32 random bytes that wrap every data key (privacy/); "
         "unset = CRM_DATA_DIR/master.key, created on first use",
     )
+    privacy_schema: str = Field(
+        default="privacy",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema of the key store (never rebuilt by a replay)",
+    )
     marketing_consent: Literal["opt_out", "opt_in"] = Field(
         default="opt_out",
         description="opt_out: campaigns skip customers who withdrew marketing consent for "

@@ -29,10 +29,16 @@ from pathlib import Path
 from typing import Final, Protocol
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
 from sqlalchemy.engine import Engine
 
 from privacy.crypto import KEY_BYTES, b64, decrypt, encrypt, new_key
 from projections.sql import chunks, insert_ignore, is_postgres
+
+
+class KeyStoreError(RuntimeError):
+    """The key store cannot serve keys (e.g. a wrong master key)."""
+
 
 HASH_KEY_NAME: Final = "identifier-hash-key"
 DEFAULT_CACHE_TTL_S: Final = 60.0
@@ -125,7 +131,13 @@ class SqlKeyStore:
         return encrypt(self._master, key, name.encode())
 
     def _unwrap(self, name: str, wrapped: bytes) -> bytes:
-        return decrypt(self._master, bytes(wrapped), name.encode())
+        try:
+            return decrypt(self._master, bytes(wrapped), name.encode())
+        except InvalidTag:
+            raise KeyStoreError(
+                "the key store's keys were wrapped with another master key: give every "
+                "LoopCRM process the same CRM_MASTER_KEY (or master.key file)"
+            ) from None
 
     # -- the port ---------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ projection store and are called by thin entrypoints (CLI, demo, tests).
   membership up to date (rules such as "within the last 90 days" change with time, not
   only with events; the processor handles changes caused by events, incrementally).
 * ``launch_campaign`` snapshots the audience of a segment version *now* (the rule in SQL),
-  leaves out customers who withdrew marketing consent for the channel, assigns each to
+  leaves out customers without marketing consent for the channel (withdrawn; with the
+  opt-in policy also never given) and erased customers, assigns each to
   treatment or control by a hash of (campaign, customer), and appends
   ``campaign.launched`` then one ``campaign.customer_targeted`` per customer.
 * ``campaign_results`` reads the per-customer campaign rows: funnel, rates, revenue and
@@ -72,6 +73,10 @@ CONSENT_FACTS = {
 
 class PlanningError(ValueError):
     """A request the current projections cannot honour (unknown segment, relaunch, ...)."""
+
+
+_TARGETABLE = (customers.c.event_count > 0, customers.c.erased_at.is_(None))
+"""Customers segments and campaigns may pick: known from events, and not erased."""
 
 
 def settle(event_log: EventLog, store: SqlProjectionStore, max_rounds: int = 50) -> int:
@@ -190,7 +195,7 @@ def evaluate_segments(
 
 def _matching(conn: sa.Connection, rule: Mapping[str, Any], now: datetime) -> set[str]:
     condition = to_sql(parse_rule(rule), customers, now)
-    query = sa.select(customers.c.customer_id).where(condition, customers.c.event_count > 0)
+    query = sa.select(customers.c.customer_id).where(condition, *_TARGETABLE)
     return set(conn.execute(query).scalars())
 
 
@@ -266,8 +271,16 @@ def launch_campaign(
     control_share: float = 0.1,
     attribution_window_days: int = 14,
     offer: str | None = None,
+    consent_policy: str = "opt_out",
 ) -> Launch:
-    """Snapshot the audience of ``segment_id``'s active version now and append the launch."""
+    """Snapshot the audience of ``segment_id``'s active version now and append the launch.
+
+    Customers without marketing consent for ``channel`` are left out and counted:
+    those who withdrew it (or unsubscribed), and with ``consent_policy="opt_in"`` also
+    those who never granted it. Erased customers are never in an audience.
+    """
+    if consent_policy not in ("opt_out", "opt_in"):
+        raise PlanningError(f"consent policy must be opt_out or opt_in, not {consent_policy!r}")
     with store.engine.connect() as conn:
         if conn.execute(
             sa.select(campaigns.c.campaign_id).where(campaigns.c.campaign_id == campaign_id)
@@ -284,10 +297,11 @@ def launch_campaign(
             columns.append(customers.c[consent])
         rows = conn.execute(
             sa.select(*columns)
-            .where(condition, customers.c.event_count > 0)
+            .where(condition, *_TARGETABLE)
             .order_by(customers.c.customer_id)
         ).all()
-    audience = [(r[0], r[1]) for r in rows if consent is None or r[2] is not False]
+    allowed = (True,) if consent_policy == "opt_in" else (True, None)
+    audience = [(r[0], r[1]) for r in rows if consent is None or r[2] in allowed]
     excluded = len(rows) - len(audience)
     payload = CampaignLaunched(
         campaign_id=campaign_id,

@@ -189,9 +189,10 @@ class SqlProjectionStore:
             return live_customer(conn, customer_id)
 
     def customer_for(self, kind: str, value: str) -> str | None:
-        """The customer an identifier (normalised ``value``) belongs to."""
+        """The customer an identifier belongs to (``value`` as typed: it is normalised
+        and, for a personal kind, hashed; ``ValueError`` if it is not valid)."""
         if self.protector is not None:
-            value = self.protector.node_value(kind, value)
+            value = self.protector.hasher.lookup(kind, value)
         with self.engine.connect() as conn:
             return conn.execute(
                 sa.select(identity_nodes.c.customer_id).where(
