@@ -32,6 +32,8 @@ from bench.core import BenchContext, Figure
 from bench.pipeline import chunks, delete_topics, past_year, rate
 from events.codec import encode_event, partition_for, to_record
 from events.kafka import KafkaEventLog
+from privacy.crypto import b64, new_key
+from privacy.protect import Protector
 from producers.sdk import Publisher
 from projections.sql import create_engine_for
 from schemas import Envelope
@@ -144,8 +146,13 @@ def event_log_append(ctx: BenchContext, topic: str, events: list[Envelope]) -> f
 
 
 def sdk_publisher(ctx: BenchContext, topic: str, events: list[Envelope]) -> float:
+    protector = Protector.connect(ctx.database_url, b64(new_key()), schema=ctx.name("keys"))
     publisher = Publisher.to_kafka(
-        ctx.kafka_bootstrap, topic, source_system="bench-sdk", batch_size=1_000
+        ctx.kafka_bootstrap,
+        topic,
+        source_system="bench-sdk",
+        batch_size=1_000,
+        protector=protector,  # personal data sealed, as in production
     )
     try:
         for event in events[:20]:  # warm up

@@ -87,15 +87,25 @@ def load_master_key(configured: str | None, key_file: Path) -> bytes:
     created with mode 0600 on first use (fine for one machine; set ``CRM_MASTER_KEY``
     from a secret manager when services run on several)."""
     if configured:
-        key = base64.urlsafe_b64decode(configured + "=" * (-len(configured) % 4))
-    elif key_file.exists():
-        key = base64.urlsafe_b64decode(key_file.read_text().strip() + "==")
-    else:
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key = new_key()
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(b64(key) + "\n")
+        return decode_master_key(configured)
+    if key_file.exists():
+        return decode_master_key(key_file.read_text())
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key = new_key()
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(b64(key) + "\n")
+    return key
+
+
+def decode_master_key(text: str) -> bytes:
+    """32 bytes from their base64url text (``python -c "import secrets, base64;
+    print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"``)."""
+    text = text.strip()
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        raise ValueError("the master key is not base64url text") from None
     if len(key) != KEY_BYTES:
         raise ValueError(f"the master key must be {KEY_BYTES} bytes (base64url), not {len(key)}")
     return key

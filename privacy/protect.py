@@ -19,7 +19,7 @@ from events.codec import event_headers, key_for
 from events.log import EventLog, LogRecord, OutgoingRecord, Position
 from privacy.crypto import IdentifierHasher, JsonDict, open_sealed, redact, seal, sealed_kid
 from privacy.crypto import subject_of as _subject_of
-from privacy.keystore import KeyStore
+from privacy.keystore import KeyStore, SqlKeyStore, decode_master_key
 from schemas import IDENTIFIER_KINDS, Envelope
 
 
@@ -29,6 +29,15 @@ class Protector:
     def __init__(self, keystore: KeyStore) -> None:
         self.keystore = keystore
         self.hasher = IdentifierHasher(keystore.identifier_hash_key())
+
+    @classmethod
+    def connect(cls, database_url: str, master_key: str, *, schema: str = "privacy") -> Protector:
+        """The protector of a LoopCRM installation, for a producer outside it (the SDK
+        writing to Kafka directly): its PostgreSQL URL and ``CRM_MASTER_KEY``."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(database_url, pool_pre_ping=True, pool_size=2)
+        return cls(SqlKeyStore(engine, decode_master_key(master_key), schema=schema))
 
     def seal(self, events: Sequence[Envelope]) -> list[OutgoingRecord]:
         """Log records of ``events`` with their personal data sealed."""

@@ -1,7 +1,8 @@
 """The Python SDK for touchpoint systems: validate where the event is made, publish in batches.
 
 ```python
-with Publisher.to_kafka("kafka:9092", source_system="shop-eu") as publisher:
+protector = Protector.connect(database_url, master_key)  # the key store; see privacy/
+with Publisher.to_kafka("kafka:9092", source_system="shop-eu", protector=protector) as publisher:
     publisher.order_placed(
         identifiers={"email": "ana@example.com"}, occurred_at=now,
         order_id="O-1", lines=[{"sku": "SHO-1", "quantity": 1, "unit_price": "59.90"}],
@@ -64,6 +65,7 @@ from schemas.payloads.customer import CustomerRegistered
 from schemas.payloads.service import CallDirection, CallLogged
 
 if TYPE_CHECKING:
+    from privacy.protect import Protector
     from producers.sdk_http import GatewayTarget
 
 IdentifiersLike = Identifiers | Mapping[str, str] | None
@@ -207,6 +209,7 @@ class Publisher:
         topic: str = "crm.events",
         *,
         source_system: str,
+        protector: Protector | None,
         partitions: int = 6,
         replication_factor: int = 1,
         delivery_timeout_ms: int = 30_000,
@@ -214,10 +217,17 @@ class Publisher:
         batch_size: int = 500,
         linger: float = 0.2,
     ) -> Publisher:
-        """Publish straight to Kafka (idempotent producer, ``acks=all``)."""
-        from events.kafka import KafkaEventLog
+        """Publish straight to Kafka (idempotent producer, ``acks=all``).
 
-        event_log = KafkaEventLog(
+        ``protector`` seals personal data before it leaves the process (it needs the
+        key store: ``Protector.connect``). It has no default on purpose: ``None``
+        publishes personal data in plain, which only a topic without personal data (or
+        a test) should do; touchpoints without key store access use ``to_gateway``.
+        """
+        from events.kafka import KafkaEventLog
+        from privacy.protect import SealingEventLog
+
+        event_log: EventLog = KafkaEventLog(
             bootstrap,
             topic,
             partitions=partitions,
@@ -225,6 +235,8 @@ class Publisher:
             client_id=client_id,
             delivery_timeout_ms=delivery_timeout_ms,
         )
+        if protector is not None:
+            event_log = SealingEventLog(event_log, protector)
         return cls(
             event_log,
             source_system=source_system,

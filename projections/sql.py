@@ -239,6 +239,8 @@ def _copy_text(value: Any) -> str:
         return str(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\\\x" + bytes(value).hex()  # bytea hex format, backslash escaped for COPY
     return str(value).translate(_COPY_ESCAPES)
 
 

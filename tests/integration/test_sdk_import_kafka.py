@@ -15,6 +15,8 @@ from crm.cli import app
 from crm.devservices.testing import TestServices
 from events import decode_event
 from events.kafka import KafkaEventLog
+from privacy.crypto import b64, new_key
+from privacy.protect import Protector
 from producers.deadletters import dead_letter_record, read_dead_letters
 from producers.sdk import Publisher
 from schemas import Envelope
@@ -59,7 +61,13 @@ def test_sdk_publishes_every_event_exactly_once_to_kafka(
     start = datetime(2026, 3, 1, tzinfo=UTC)
     sent = []
     with Publisher.to_kafka(
-        services.kafka_bootstrap, topic, source_system="web-eu", partitions=3
+        services.kafka_bootstrap,
+        topic,
+        source_system="web-eu",
+        partitions=3,
+        protector=Protector.connect(
+            services.database_url, b64(new_key()), schema=f"keys_{topic.replace('-', '_')}"
+        ),
     ) as publisher:
         started = time.perf_counter()
         for i in range(n):
@@ -77,6 +85,7 @@ def test_sdk_publishes_every_event_exactly_once_to_kafka(
     read = _read(services.kafka_bootstrap, topic)
     assert len(read) == n
     assert {e.event_id for e in read} == set(sent)
+    assert all(e.identifiers and str(e.identifiers.device_id).startswith("h1:") for e in read)
     with capsys.disabled():
         print(
             f"\n[figures] SDK Publisher to Kafka: {n:,} events validated, batched (500) and "
@@ -102,6 +111,13 @@ def test_import_examples_into_kafka_twice_adds_no_new_event_ids(
     events = _read(kafka_env["CRM_KAFKA_BOOTSTRAP"], kafka_env["CRM_TOPIC"])
     assert len(events) == 2 * (8 + 10)
     assert len({e.event_id for e in events}) == 8 + 10
+    log = KafkaEventLog(kafka_env["CRM_KAFKA_BOOTSTRAP"], kafka_env["CRM_TOPIC"])
+    try:
+        raw = b"".join(r.value for r in log.read()).lower()
+    finally:
+        log.close()
+    for plain in (b"ana.silva@example.com", b"okafor", b"+351912345678", b"c-1001"):
+        assert (plain in raw) == (plain == b"c-1001"), plain  # account ids are not personal
 
 
 def test_deadletter_replay_on_kafka(kafka_env: dict[str, str]) -> None:

@@ -27,6 +27,7 @@ things = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True)),
     sa.Column("score", sa.Float),
     sa.Column("doc", sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")),
+    sa.Column("blob", sa.LargeBinary),
 )
 
 AWKWARD = ["tab\there", "new\nline", "back\\slash", "\\N", "", "carriage\rreturn", "ünïcødé ✓"]
@@ -43,6 +44,7 @@ def _rows(n: int, salt: str) -> list[dict[str, Any]]:
             "doc": {"text": AWKWARD[i % len(AWKWARD)], "n": i, "nested": {"q": 'say "hi"'}}
             if i % 4
             else RawJson('{"raw": "a\\\\b\\"c\\nd", "n": ' + str(i) + "}"),
+            "blob": None if i % 6 == 0 else bytes([i % 256, 0, 92, 9, 10, 255]) + salt.encode(),
         }
         for i in range(n)
     ]
