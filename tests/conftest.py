@@ -7,6 +7,7 @@ started from Maven's Kafka jars and Debian's PostgreSQL binaries (see ``crm dev`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,10 @@ import pytest
 from crm.devservices.testing import TestServices, services_for_tests
 
 _started: list[TestServices] = []
+
+# Every LoopCRM process of a test run shares the key store of the test PostgreSQL, so they
+# must share its master key too (a real installation sets CRM_MASTER_KEY the same way).
+os.environ.setdefault("CRM_MASTER_KEY", "dGVzdHMtb25seS1tYXN0ZXIta2V5LTMyLWJ5dGVzISE")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 import httpx2
 import orjson
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auth import DEFAULT_CACHE_TTL_S, Scope, SqlApiKeyStore
-from crm.bootstrap import build_event_log
+from crm.bootstrap import build_event_log, build_protector
 from crm.bootstrap_auth import build_api_key_store
 from crm.cli_ingest import IngestSettings, build_gateway
 from crm.devservices.testing import TestServices
@@ -27,6 +28,7 @@ from events import EventLog, decode_event
 from events.codec import encode_event
 from producers.gateway.models import ErrorResponse, IngestResult
 from producers.synthetic import SyntheticTouchpoints
+from schemas import Envelope, parse_event
 from tests.unit.test_gateway_http import to_cloudevent
 
 JSON = {"Content-Type": "application/json"}
@@ -90,6 +92,12 @@ class Stack:
     def headers(self, content: dict[str, str] | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}", **(content or JSON)}
 
+    def opened(self) -> dict[UUID, Envelope]:
+        """The stored events by id, personal data opened with the installation's keys."""
+        datas = [orjson.loads(r.value) for r in self.events.read()]
+        build_protector(self.settings).open_all(datas)
+        return {e.event_id: e for e in map(parse_event, datas)}
+
     def stored_ids(self) -> list[str]:
         return [str(decode_event(r.value).event_id) for r in self.events.read()]
 
@@ -125,7 +133,13 @@ def test_single_and_batch_land_in_kafka(stack: Stack, client: httpx2.Client) -> 
     assert {e["event_id"] for e in events} <= set(stored)
     record = stored[events[0]["event_id"]]
     assert record.header("crm-type") == events[0]["type"].encode()
-    assert orjson.loads(record.value)["payload"] == events[0]["payload"]
+    # personal data is sealed in the log (no name, no email), and opens to what was sent
+    sent = events[0]
+    assert sent["payload"]["first_name"].encode() not in record.value
+    assert sent["identifiers"]["email"].encode() not in record.value
+    opened = build_protector(stack.settings).open_all([orjson.loads(record.value)])[0]
+    assert opened["payload"] == sent["payload"]
+    assert opened["identifiers"]["email"] == sent["identifiers"]["email"]
 
 
 def test_cloudevents_structured_and_batch_round_trip(stack: Stack, client: httpx2.Client) -> None:
@@ -150,7 +164,7 @@ def test_cloudevents_structured_and_batch_round_trip(stack: Stack, client: httpx
         for response in (one, batch)
         for r in IngestResult.model_validate_json(response.content).results
     ]
-    by_id = {decode_event(r.value).event_id: decode_event(r.value) for r in stack.events.read()}
+    by_id = stack.opened()
     for event_id, original in zip(event_ids, events, strict=True):
         stored = by_id[event_id]
         assert stored.type == original["type"]
