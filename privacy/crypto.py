@@ -134,6 +134,14 @@ def _locate(
     data: Any, parts: tuple[str, ...], prefix: str = ""
 ) -> Iterator[tuple[str, JsonDict, str]]:
     """(concrete path, container, key) of every place ``parts`` names in ``data``."""
+    if "*" not in parts:  # the common case, without recursion
+        node = data
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        last = parts[-1]
+        if isinstance(node, dict) and node.get(last) is not None:
+            yield prefix + ".".join(parts), node, last
+        return
     head, rest = parts[0], parts[1:]
     if head == "*":
         if isinstance(data, list):
@@ -166,7 +174,7 @@ def _take_out(
     """
     taken: JsonDict = {}
     for parts, required in _paths(str(data.get("type"))):
-        for path, container, key in list(_locate(data, parts)):
+        for path, container, key in tuple(_locate(data, parts)):
             value = container[key]
             kind = _identifier_kind(path, container)
             if kind is not None and kind not in HASHED_KINDS:

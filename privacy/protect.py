@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from events.codec import event_headers, key_for
+from events.codec import encode_event, event_headers, key_for
 from events.log import EventLog, LogRecord, OutgoingRecord, Position
 from privacy.crypto import IdentifierHasher, JsonDict, open_sealed, redact, seal, sealed_kid
 from privacy.crypto import subject_of as _subject_of
@@ -41,7 +41,7 @@ class Protector:
 
     def seal(self, events: Sequence[Envelope]) -> list[OutgoingRecord]:
         """Log records of ``events`` with their personal data sealed."""
-        datas = [event.model_dump(mode="json") for event in events]
+        datas = [orjson.loads(encode_event(event)) for event in events]
         subjects = {
             d["event_id"]: s for d in datas if d.get("pii") is None and (s := self.subject(d))
         }
