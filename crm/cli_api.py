@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from crm.bootstrap import build_event_log
+from crm.bootstrap import build_event_log, build_protector
 from crm.bootstrap_auth import build_api_key_store
 from crm.cli_process import LogLevel
 from crm.settings import Settings
@@ -22,7 +22,9 @@ api_app = typer.Typer(help="The read API: the single customer view over HTTP.")
 
 
 def build_read_api(settings: Settings) -> FastAPI:
-    """The read API on the configured projections (PostgreSQL or embedded SQLite)."""
+    """The read API on the configured projections (PostgreSQL or embedded SQLite), with
+    the key store that opens sealed personal data and the (sealing) log that takes
+    erasure requests."""
     from read_api import create_app, create_read_engine
 
     engine = create_read_engine(settings.database_url, settings.data_dir / "projections.sqlite3")
@@ -34,6 +36,8 @@ def build_read_api(settings: Settings) -> FastAPI:
         schema=settings.projection_schema,
         log_ends=event_log.end_offsets,
         max_lag=settings.api_max_lag,
+        protector=build_protector(settings),
+        event_log=event_log,
     )
 
 
@@ -43,7 +47,8 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65_535)] = 8000,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
 ) -> None:
-    """Serve /v1/customers (API key with the read scope: see `crm keys create`).
+    """Serve /v1/customers (API key with the read scope, admin for erasure and export:
+    see `crm keys create`).
 
     Reads CRM_DATABASE_URL (schema CRM_PROJECTION_SCHEMA), else the embedded
     CRM_DATA_DIR/projections.sqlite3. Uvicorn's access log is off: it would print query

@@ -1,7 +1,9 @@
 """The FastAPI application of the read API, built from its adapters.
 
 ``create_app`` takes an engine on the projection tables and a key store (the
-composition root is ``crm api serve``; tests pass SQLite). Nothing personal is logged:
+composition root is ``crm api serve``; tests pass SQLite), and optionally the
+``Protector`` that opens sealed personal data and hashes identifiers typed in a search,
+and the event log that erasure requests are appended to. Nothing personal is logged:
 log lines carry the route template (never the path or the query), status and timing.
 """
 
@@ -17,6 +19,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
 from auth import ApiKeyStore
+from events.log import EventLog
+from privacy.protect import Protector
 from read_api.metrics import RequestMetrics
 from read_api.routes import api_router
 from read_api.store import ReadStore
@@ -35,21 +39,29 @@ def create_app(
     schema: str = "crm",
     log_ends: Callable[[], Mapping[int, int]] | None = None,
     max_lag: int = 10_000,
+    protector: Protector | None = None,
+    event_log: EventLog | None = None,
 ) -> FastAPI:
     """The read API over the projections of ``topic`` in ``schema`` (PostgreSQL).
 
     ``log_ends`` gives the log's end offsets per partition (e.g. ``EventLog.end_offsets``):
     with it, ``/readyz`` fails when the projections are more than ``max_lag`` records
     behind, and ``/metrics`` reports the lag per partition.
+
+    ``protector`` must be the one the doors seal with: without it identifiers are
+    searched as typed (projections of plain events) and timelines show events sealed.
+    ``event_log`` (sealing on append) takes erasure requests; without it they get 503.
     """
     app = FastAPI(
         title=TITLE,
         version=VERSION,
         description="The single customer view, served from the projections. Every answer "
         "says how far the projections had read the log (`freshness`); `min_position` "
-        "waits for your own writes. API keys need the `read` scope.",
+        "waits for your own writes. API keys need the `read` scope (`analyst` for "
+        "assessments and campaign results, `admin` for erasure and export).",
     )
-    app.state.store = ReadStore(engine, topic, schema=schema)
+    app.state.store = ReadStore(engine, topic, schema=schema, protector=protector)
+    app.state.event_log = event_log
     app.state.key_store = key_store
     app.state.metrics = RequestMetrics()
     app.state.log_ends = None if log_ends is None else CachedEnds(log_ends)

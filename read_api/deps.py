@@ -8,6 +8,7 @@ from fastapi import Depends, Header, HTTPException, Query, Request, status
 
 from auth import Principal, Scope
 from auth.http import scope_dependency
+from events.log import EventLog
 from read_api.freshness import MAX_WAIT_MS, InvalidPositionError, parse_positions, wait_for
 from read_api.store import ReadStore
 
@@ -20,6 +21,21 @@ def get_store(request: Request) -> ReadStore:
 StoreDep = Annotated[ReadStore, Depends(get_store)]
 ReadPrincipal = Annotated[Principal, Depends(scope_dependency(Scope.READ))]
 AnalystPrincipal = Annotated[Principal, Depends(scope_dependency(Scope.ANALYST))]
+AdminPrincipal = Annotated[Principal, Depends(scope_dependency(Scope.ADMIN))]
+
+
+def get_event_log(request: Request) -> EventLog:
+    """The log the API appends requests to (erasures); 503 when it was built without one."""
+    event_log: EventLog | None = request.app.state.event_log
+    if event_log is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "this API was started without an event log: it cannot take requests that write",
+        )
+    return event_log
+
+
+EventLogDep = Annotated[EventLog, Depends(get_event_log)]
 
 
 async def wait_for_position(

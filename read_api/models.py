@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictStr, StringConstraints
 
 _CUSTOMER_ID = "cus_3f2a9c1e5b7d4a60"
 _AT = "2026-05-01T09:04:00Z"
@@ -99,6 +99,7 @@ class Customer360Public(CustomerSummaryPublic):
             "example": {
                 **_SUMMARY_EXAMPLE,
                 "resolved_from": "cus_0b1d2e3f4a5b6c7d",
+                "erased_at": None,
                 "identifiers": [{"kind": "email", "value": "ana@example.com", "shared": False}],
                 "state": {"format": 1, "profile": {}, "orders": {}, "event_count": 42},
                 "freshness": {"topic": "crm.events", "positions": {"0": 1200}, "caught_up": True},
@@ -109,7 +110,12 @@ class Customer360Public(CustomerSummaryPublic):
     resolved_from: str | None = Field(
         description="the id asked for, when it was merged into this customer (else null)"
     )
-    identifiers: list[IdentifierPublic]
+    erased_at: datetime | None = Field(
+        description="when the customer was erased (no name, no personal identifiers since)"
+    )
+    identifiers: list[IdentifierPublic] = Field(
+        description="account and customer ids, and personal identifiers in plain while known"
+    )
     state: dict[str, Any] = Field(description="the 360 state (see projections.customer)")
     freshness: FreshnessPublic
 
@@ -133,7 +139,11 @@ class TimelineEventPublic(BaseModel):
     type: str
     channel: str
     source_system: str
-    event: dict[str, Any] = Field(description="the event's envelope as stored")
+    event: dict[str, Any] = Field(
+        description="the event's envelope, its personal data opened; after an erasure, "
+        "personal identifiers are keyed hashes (`h1:...`) and personal fields `[redacted]` "
+        "or absent"
+    )
 
 
 class TimelinePublic(BaseModel):
@@ -144,6 +154,90 @@ class TimelinePublic(BaseModel):
     data: list[TimelineEventPublic]
     next_cursor: str | None
     freshness: FreshnessPublic
+
+
+# --- privacy: erasure requests and subject exports ------------------------------------
+
+_REQUEST_ID = "5d1c7e0a-2b3f-4e8d-9a6c-0f1e2d3c4b5a"
+AuditText = Annotated[
+    StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
+
+
+class ErasureRequestIn(BaseModel):
+    """Why and by whom an erasure was asked, for the audit trail (no personal data)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"reason": "customer request", "requested_by": "agent-17"}},
+    )
+
+    reason: AuditText | None = None
+    requested_by: AuditText | None = Field(
+        default=None, description="a staff member's id, `self-service`, ..."
+    )
+
+
+class ErasureRequestedPublic(BaseModel):
+    """The erasure request was appended to the log; the processor carries it out (the
+    customer 360 then shows `erased_at`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "customer_id": _CUSTOMER_ID,
+                "request_id": _REQUEST_ID,
+                "status": "requested",
+            }
+        }
+    )
+
+    customer_id: str = Field(description="the live customer the id resolved to")
+    request_id: str = Field(description="the event id of the `customer.erasure_requested`")
+    status: str = Field(description="`requested`")
+
+
+class SubjectExportPublic(BaseModel):
+    """Everything held about one customer (GDPR art. 15): profile, identifiers, consents,
+    every event of their timeline with its personal data opened (unless erased),
+    segments, campaigns and merged ids."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "example": {
+                "format": 1,
+                "exported_at": _AT,
+                "customer_id": _CUSTOMER_ID,
+                "merged_ids": ["cus_0b1d2e3f4a5b6c7d"],
+                "erased_at": None,
+                "profile": {"first_name": "Ana", "last_name": "Silva"},
+                "attributes": {},
+                "identifiers": [{"kind": "email", "value": "ana@example.com", "shared": False}],
+                "consents": {"email": {"marketing": True}},
+                "segments": [{"segment_id": "buyers", "version": 1, "member": True, "since": _AT}],
+                "segment_history": [],
+                "campaigns": [],
+                "assessment": None,
+                "events": [{"event_id": _REQUEST_ID, "type": "order.placed", "payload": {}}],
+            }
+        },
+    )
+
+    format: int = Field(description="the version of this document's layout")
+    exported_at: datetime
+    customer_id: str
+    merged_ids: list[str] = Field(description="ids merged into this customer")
+    erased_at: datetime | None
+    profile: dict[str, Any]
+    attributes: dict[str, Any]
+    identifiers: list[IdentifierPublic]
+    consents: dict[str, dict[str, Any]] = Field(description="channel -> purpose -> granted")
+    segments: list[dict[str, Any]]
+    segment_history: list[dict[str, Any]]
+    campaigns: list[dict[str, Any]]
+    assessment: dict[str, Any] | None = Field(description="the latest assessment's facts")
+    events: list[dict[str, Any]] = Field(description="every event of the timeline, oldest first")
 
 
 class HealthPublic(BaseModel):

@@ -2,6 +2,11 @@
 
 Every read takes the checkpoints first and the rows after, on one connection: the
 reported freshness is a lower bound of what the rows include.
+
+Personal data: identity nodes of personal kinds hold keyed hashes (their plain value is
+in ``identity_nodes.value`` until the customer is erased) and timeline events are
+stored sealed; with a ``Protector`` the store opens them for display, never once the
+customer is erased, and never hands out the sealed blob (``pii``) itself.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from privacy.protect import Protector
+from privacy.subject import export_subject
 from projections.queries import live_customer
 from read_api import cursor
 from read_api.tables import (
@@ -29,6 +36,7 @@ from read_api.tables import (
     segment_history,
     timeline,
 )
+from schemas.identifiers import HASHED_KINDS, is_identifier_hash
 
 SUMMARY_COLUMNS = (
     "customer_id",
@@ -78,8 +86,16 @@ class Customer:
 class ReadStore:
     """Read-only access to the projections of ``topic`` in ``schema`` (PostgreSQL)."""
 
-    def __init__(self, engine: Engine, topic: str, *, schema: str | None = "crm") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        topic: str,
+        *,
+        schema: str | None = "crm",
+        protector: Protector | None = None,
+    ) -> None:
         self.topic = topic
+        self.protector = protector
         self.schema = schema if engine.dialect.name == "postgresql" else None
         self.engine = engine.execution_options(schema_translate_map={None: self.schema})
 
@@ -173,16 +189,22 @@ class ReadStore:
                 if row is None:
                     return None
             nodes = conn.execute(
-                sa.select(identity_nodes.c.node, identity_nodes.c.shared)
+                sa.select(identity_nodes.c.node, identity_nodes.c.value, identity_nodes.c.shared)
                 .where(identity_nodes.c.customer_id == live)
                 .order_by(identity_nodes.c.node)
             ).all()
+        erased_at = _utc(row["erased_at"])
         identifiers = []
-        for node, shared in nodes:
+        for node, plain, shared in nodes:
             kind, _, value = str(node).partition(":")
-            identifiers.append((kind, value, bool(shared)))
+            shown = _shown_identifier(kind, value, plain, erased=erased_at is not None)
+            if shown is not None:
+                identifiers.append((kind, shown, bool(shared)))
+        summary = _summary(row)
+        if erased_at is not None:
+            summary["display_name"] = None
         return Customer(
-            {**_summary(row), "state": row["state"]},
+            {**summary, "erased_at": erased_at, "state": row["state"]},
             identifiers,
             None if live == customer_id else customer_id,
             positions,
@@ -213,6 +235,12 @@ class ReadStore:
             live = live_customer(conn, customer_id)
             if live is None:
                 return None, Page([], None, positions)
+            erased = (
+                conn.execute(
+                    sa.select(customers.c.erased_at).where(customers.c.customer_id == live)
+                ).scalar_one_or_none()
+                is not None
+            )
             at, event_id = timeline.c.occurred_at, timeline.c.event_id
             query = sa.select(
                 event_id,
@@ -236,7 +264,26 @@ class ReadStore:
         if len(rows) > limit:
             rows = rows[:limit]
             next_cursor = cursor.encode(kind, rows[-1]["occurred_at"], rows[-1]["event_id"])
+        self._open([r["event"] for r in rows], erased=erased)
         return live, Page(rows, next_cursor, positions)
+
+    def _open(self, events: list[dict[str, Any]], *, erased: bool) -> None:
+        """Open sealed events for display (one key lookup for the page); drop ``pii``."""
+        if self.protector is not None and not erased:
+            self.protector.open_all(events)
+        for event in events:
+            event.pop("pii", None)
+
+    def export(self, customer_id: str, *, now: datetime) -> dict[str, Any] | None:
+        """Everything held about the customer ``customer_id`` resolves to (None: unknown),
+        personal data opened unless erased (``privacy.subject.export_subject``)."""
+        with self.engine.connect() as conn:
+            return export_subject(conn, customer_id, self.protector, now=now)
+
+    def resolve(self, customer_id: str) -> str | None:
+        """The live customer ``customer_id`` is or was merged into; None if unknown."""
+        with self.engine.connect() as conn:
+            return live_customer(conn, customer_id)
 
     # --- the closed loop: segments, campaigns, assessments -----------------------------
 
@@ -534,6 +581,20 @@ def _summary(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
         out[c] = _utc(out[c])
     out["revenue"] = {k: str(v) for k, v in (out.pop("revenue_by_currency") or {}).items()}
     return out
+
+
+def _shown_identifier(kind: str, value: str, plain: str | None, *, erased: bool) -> str | None:
+    """How an identifier node is shown in the 360: account and customer ids as they are,
+    personal ones by their plain value (None, i.e. not shown, once erased or when only
+    the keyed hash is known). A node that is no hash comes from plain events (a store
+    without a protector) and is its own plain value."""
+    if kind not in HASHED_KINDS:
+        return value
+    if erased:
+        return None
+    if plain is not None:
+        return plain
+    return None if is_identifier_hash(value) else value
 
 
 def _utc(value: datetime | None) -> datetime | None:

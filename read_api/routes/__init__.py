@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from read_api.routes import assessments, campaigns, customers, ops, segments
+from read_api.routes import assessments, campaigns, customers, ops, privacy, segments
 
 api_router = APIRouter()
 api_router.include_router(customers.router)
+api_router.include_router(privacy.router)
 api_router.include_router(segments.router)
 api_router.include_router(campaigns.router)
 api_router.include_router(assessments.router)

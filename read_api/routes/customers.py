@@ -6,6 +6,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
+from privacy.protect import Protector
 from read_api.cursor import InvalidCursorError
 from read_api.deps import ReadPrincipal, StoreDep, WantedPositions
 from read_api.freshness import freshness
@@ -48,8 +49,9 @@ Cursor = Annotated[
 CustomerId = Annotated[str, Path(min_length=1, max_length=64, description="a customer id")]
 
 
-def identifier_node(text: str) -> str:
-    """``kind:value`` -> the projection's node, value normalised as at ingestion.
+def identifier_node(text: str, protector: Protector | None = None) -> str:
+    """``kind:value`` -> the projection's node, value normalised as at ingestion and, with
+    a ``protector``, a personal kind's value replaced by its keyed hash (as the nodes hold).
 
     Error messages never repeat the value (it is personal data)."""
     kind, sep, value = text.partition(":")
@@ -60,7 +62,9 @@ def identifier_node(text: str) -> str:
             _422, f"unknown identifier kind; use one of {', '.join(IDENTIFIER_KINDS)}"
         )
     try:
-        if kind == "email":
+        if protector is not None:
+            value = protector.hasher.lookup(kind, value)
+        elif kind == "email":
             value = normalize_email(value)
         elif kind == "phone":
             value = normalize_phone(value)
@@ -117,7 +121,7 @@ def search_customers(
 ) -> CustomersPublic:
     """Find customers by identifier, name prefix, segment membership, RFM segment or
     value tier; keyset pages, stable under inserts."""
-    node = identifier_node(identifier) if identifier is not None else None
+    node = identifier_node(identifier, store.protector) if identifier is not None else None
     try:
         page = store.search(
             node=node,
@@ -147,7 +151,8 @@ def search_customers(
 def get_customer(
     _principal: ReadPrincipal, store: StoreDep, wanted: WantedPositions, customer_id: CustomerId
 ) -> Customer360Public:
-    """The single customer view. A merged id answers with its survivor (`resolved_from`)."""
+    """The single customer view. A merged id answers with its survivor (`resolved_from`).
+    An erased customer (`erased_at`) has no name and no personal identifiers."""
     found = store.customer(customer_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
@@ -177,7 +182,8 @@ def get_timeline(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> TimelinePublic:
-    """The customer's events, newest first (`occurred_at` desc, then `event_id`)."""
+    """The customer's events, newest first (`occurred_at` desc, then `event_id`), their
+    personal data opened; an erased customer's events hold hashes and `[redacted]`."""
     try:
         live, page = store.timeline(
             customer_id,

@@ -27,7 +27,10 @@ from tests.unit.test_read_api_loop import TOPIC, build_loop
 DATA = Path(tempfile.mkdtemp(prefix="loopcrm-schemathesis-"))
 KEYS = SqlApiKeyStore(create_engine_for(None, DATA / "auth.sqlite3"))
 ENGINE = create_read_engine(None, DATA / "projections.sqlite3")
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ENGINE, KEYS, topic=TOPIC))
+LOG = SqliteEventLog(DATA / "log.sqlite3", TOPIC, partitions=2)  # takes erasure requests
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", create_app(ENGINE, KEYS, topic=TOPIC, event_log=LOG)
+)
 KEY: dict[str, str] = {}
 
 
@@ -47,6 +50,7 @@ def projections() -> Iterator[None]:
     yield
     ENGINE.dispose()
     store.engine.dispose()
+    LOG.close()
     shutil.rmtree(DATA, ignore_errors=True)
 
 
