@@ -602,13 +602,13 @@ class _Batch:
         lock_keys(conn, (f"customer:{c}" for c in anchors))
         states: dict[str, CustomerState] = {cid: CustomerState.empty() for cid in anchors}
         moves: dict[str, list[str]] = defaultdict(list)
-        rows = conn.execute(
+        recorded = conn.execute(
             sa.select(timeline.c.event_id, timeline.c.nodes, timeline.c.event).where(
                 timeline.c.customer_id == customer_id
             )
         ).all()
-        opened = self._open([row.event for row in rows])
-        for (event_id, event_nodes, _), event in zip(rows, opened, strict=True):
+        opened = self._open([row.event for row in recorded])
+        for (event_id, event_nodes, _), event in zip(recorded, opened, strict=True):
             home = ident.home_node(event_nodes, shared)
             if home is None:  # named by id only (a derived event): keep following that id
                 named = [n.partition(":")[2] for n in event_nodes]
