@@ -252,15 +252,20 @@ def redact(data: JsonDict, hasher: IdentifierHasher) -> JsonDict:
 
 
 def subject_of(data: Mapping[str, Any], hasher: IdentifierHasher) -> str | None:
-    """Whose data key seals an event: its first identifier as a node (``email:h1:...``).
+    """Whose data key seals an event: the *set* of its identifiers, as nodes
+    (``email:h1:...|phone:h1:...``), personal ones hashed.
 
-    The same precedence as the partition key (customer_id, account_id, email, ...).
+    Identity resolution puts events with the same identifiers on the same customer, so
+    a data key never seals events of two customers: erasing one destroys the keys of
+    its own events (found in its timeline) and nobody else's, even when an identifier
+    it shares with others (a family phone) comes first.
     """
     identifiers = data.get("identifiers")
     if not isinstance(identifiers, dict):
         return None
-    for kind in IDENTIFIER_KINDS:
-        value = identifiers.get(kind)
-        if isinstance(value, str):
-            return f"{kind}:{hasher.hash(kind, value)}"
-    return None
+    nodes = [
+        f"{kind}:{hasher.hash(kind, value)}"
+        for kind in IDENTIFIER_KINDS
+        if isinstance(value := identifiers.get(kind), str)
+    ]
+    return "|".join(nodes) or None

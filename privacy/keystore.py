@@ -4,11 +4,11 @@ Two kinds of secrets:
 
 * the **identifier hash key** (one, forever): the HMAC key of ``privacy.crypto``'s
   keyed hashes. Rotating it would split every customer, so it is created once and kept.
-* **data keys**, one per *subject* (an identifier node such as ``email:h1:...`` or
-  ``account_id:A-1``): each seals the personal data of the events that name that
-  identifier first. Erasing a customer destroys the data keys of all its identifiers,
-  which makes their personal data unrecoverable in the log, every backup of it and any
-  copy a consumer kept.
+* **data keys**, one per *subject* (the identifier set of an event, such as
+  ``email:h1:...|phone:h1:...``): each seals the personal data of the events naming
+  exactly those identifiers. Erasing a customer destroys the keys of its events, which
+  makes their personal data unrecoverable in the log, every backup of it and any copy
+  a consumer kept.
 
 ``SqlKeyStore`` keeps both in PostgreSQL (schema ``privacy``, beside the projections
 but never rebuilt by a replay) or an SQLite file, each wrapped (AES-256-GCM) by a
@@ -60,8 +60,9 @@ class KeyStore(Protocol):
         """Data keys by id; destroyed (or unknown) ones are absent."""
         ...
 
-    def destroy(self, subjects: Collection[str]) -> int:
-        """Destroy the data keys of ``subjects``; returns how many existed."""
+    def destroy(self, kids: Collection[str]) -> int:
+        """Destroy the data keys ``kids``; returns how many existed. A later request for
+        the same subject gets a new key."""
         ...
 
 
@@ -232,22 +233,25 @@ class SqlKeyStore:
             found.update(loaded)
         return found
 
-    def destroy(self, subjects: Collection[str]) -> int:
-        wanted = sorted(set(subjects))
-        destroyed: list[str] = []
+    def destroy(self, kids: Collection[str]) -> int:
+        wanted = sorted(set(kids))
+        destroyed = 0
         with self.engine.begin() as conn:
             for chunk in chunks(wanted, 1_000):
-                destroyed += conn.execute(
-                    sa.delete(data_keys)
-                    .where(data_keys.c.subject.in_(chunk))
-                    .returning(data_keys.c.kid)
-                ).scalars()
+                destroyed += len(
+                    conn.execute(
+                        sa.delete(data_keys)
+                        .where(data_keys.c.kid.in_(chunk))
+                        .returning(data_keys.c.kid)
+                    ).all()
+                )
         with self._lock:
-            for subject in wanted:
-                self._by_subject.pop(subject, None)
-            for kid in destroyed:
+            gone = set(wanted)
+            for kid in gone:
                 self._by_kid.pop(kid, None)
-        return len(destroyed)
+            for subject in [s for s, cached in self._by_subject.items() if cached[0] in gone]:
+                del self._by_subject[subject]
+        return destroyed
 
     def _trim(self) -> None:
         if len(self._by_kid) > _CACHE_MAX or len(self._by_subject) > _CACHE_MAX:

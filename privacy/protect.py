@@ -94,8 +94,8 @@ class Protector:
         """How an identifier appears in identity resolution: keyed hash if personal."""
         return self.hasher.hash(kind, value)
 
-    def destroy(self, subjects: Collection[str]) -> int:
-        return self.keystore.destroy(subjects)
+    def destroy(self, kids: Collection[str]) -> int:
+        return self.keystore.destroy(kids)
 
 
 class SealingEventLog:

@@ -41,7 +41,7 @@ from sqlalchemy.exc import DBAPIError
 
 from events.codec import decode_json, to_record
 from events.log import EventLog, LogRecord, OutgoingRecord
-from privacy.crypto import IdentifierHasher, redact
+from privacy.crypto import IdentifierHasher, redact, sealed_kid
 from projections import identity as ident
 from projections import loop
 from projections.customer import CustomerState
@@ -318,6 +318,10 @@ class _Batch:
         self.plain: dict[str, str] = {}  # node -> plain value seen in this batch
         self.erasure_requests: list[tuple[str, Envelope]] = []
         self.erased: set[str] = set()  # customers erased in this batch: redact their rows
+        self.kid_of: dict[str, str] = {}  # event id -> data key that sealed it
+        self.told: set[str] = set()  # survivors of merges told in this batch
+        self.absorbed: set[str] = set()  # erased customers that merged with others
+        self.shred: set[str] = set()  # data keys of events of erased customers
         self.live = live
         self.clock = clock
         self.definitions: list[Envelope] = []
@@ -451,15 +455,18 @@ class _Batch:
                 datas.append((record, decode_json(record.value)))
             except EventValidationError as exc:
                 self.outbox_rows.append(_dead_letter(record, str(exc)))
+        kids = [sealed_kid(data) for _, data in datas]
         if self.protector is not None:
             self.protector.open_all([data for _, data in datas])
         decoded = []
-        for record, data in datas:
+        for (record, data), kid in zip(datas, kids, strict=True):
             try:
                 event = parse_event(data)
             except EventValidationError as exc:
                 self.outbox_rows.append(_dead_letter(record, str(exc)))
                 continue
+            if kid is not None:
+                self.kid_of[str(event.event_id)] = kid
             if isinstance(event.payload, IdentityMerged):
                 self.alias_rows.append(
                     {
@@ -718,11 +725,14 @@ class _Batch:
         keeper = self.customers[survivor]
         if (keeper.state.erased is None) != (gone.state.erased is None):
             self.erased.add(survivor)  # the other one's rows lose their personal data too
+            self.absorbed.add(survivor)  # ... and, live, the keys of its events
         keeper.state.merge_from(gone.state)
         keeper.dirty = True
+        told = merged in self.told
         self.redirect[merged] = survivor
-        if gone.new:
-            return  # never stored: nothing to redirect, no history to tell
+        if gone.new and not told:
+            return  # never stored nor named by a merge: nothing to redirect or tell
+        self.told.add(survivor)
         self.outbox_rows.append(_merged_event(survivor, merged, linking, event))
 
     def _apply(
@@ -731,6 +741,10 @@ class _Batch:
         customer = self.customers[customer_id]
         customer.state.apply(event)
         customer.dirty = True
+        if customer.state.erased is not None and self.live:
+            kid = self.kid_of.get(str(event.event_id))
+            if kid is not None:  # arrived after the erasure: its data key goes too
+                self.shred.add(kid)
         payload = event.payload
         if isinstance(payload, CustomerErasureRequested) and self.live:
             self.erasure_requests.append((customer_id, event))
@@ -781,6 +795,12 @@ class _Batch:
         """Carry out erasure requests, attribute the batch's orders, then re-check
         changed customers' segments."""
         self._erase_requested()
+        for customer_id in sorted({self._find(c) for c in self.absorbed}):
+            self.shred |= self._kids_of(customer_id)
+        self.absorbed = set()
+        if self.shred and self.protector is not None:
+            self.protector.destroy(self.shred)
+        self.shred = set()
         conversions = self._attributions()
         known = self._known_ids([event_id for event_id, _, _ in conversions])
         for event_id, customer_id, payload in conversions:
@@ -806,8 +826,8 @@ class _Batch:
                 self._apply_derived(customer_id, change, event_id, at)
 
     def _erase_requested(self) -> None:
-        """Destroy the data keys of every identifier of each customer asked to be
-        erased (and of its merged ids), then append ``customer.erased``."""
+        """Destroy the data keys of every event of each customer asked to be erased,
+        then append ``customer.erased``."""
         requests, self.erasure_requests = self.erasure_requests, []
         for customer_id, request in requests:
             customer_id = self._find(customer_id)
@@ -816,7 +836,7 @@ class _Batch:
                 continue
             destroyed = 0
             if self.protector is not None:
-                destroyed = self.protector.destroy(self._subjects(customer_id))
+                destroyed = self.protector.destroy(self._kids_of(customer_id))
             payload = request.payload
             assert isinstance(payload, CustomerErasureRequested)
             erased = CustomerErased(
@@ -825,24 +845,22 @@ class _Batch:
             self._apply_derived(customer_id, erased, event_id, self.clock())
             log.info("customer %s erased: %d data keys destroyed", customer_id, destroyed)
 
-    def _subjects(self, customer_id: str) -> set[str]:
-        """Every key subject of a customer: its identifier nodes and (merged) ids."""
-        c = self.conn
-        subjects = set(
-            c.execute(
-                sa.select(identity_nodes.c.node).where(identity_nodes.c.customer_id == customer_id)
-            ).scalars()
-        )
-        subjects |= {n for n, node in self.nodes.items() if node.customer_id == customer_id}
-        ids = {customer_id, *(m for m in self.redirect if self._find(m) == customer_id)}
-        ids |= set(
-            c.execute(
-                sa.select(customer_aliases.c.alias).where(
-                    customer_aliases.c.customer_id == customer_id
-                )
-            ).scalars()
-        )
-        return subjects | {ident.node("customer_id", i) for i in ids}
+    def _kids_of(self, customer_id: str) -> set[str]:
+        """The data keys that sealed the customer's events: stored (also under the ids
+        merged into it in this batch, not re-pointed yet) and in this batch."""
+        ids = sorted({customer_id, *(m for m in self.redirect if self._find(m) == customer_id)})
+        stored = self.conn.execute(
+            sa.select(timeline.c.event["pii"]["kid"].as_string())
+            .where(timeline.c.customer_id.in_(ids))
+            .distinct()
+        ).scalars()
+        kids = {kid for kid in stored if kid}
+        for row in self.timeline_rows:
+            if self._find(row["customer_id"]) == customer_id:
+                kid = self.kid_of.get(row["event_id"])
+                if kid is not None:
+                    kids.add(kid)
+        return kids
 
     def _attributions(self) -> list[tuple[uuid.UUID, str, EventPayload]]:
         if not self.orders:

@@ -11,8 +11,9 @@ import sqlalchemy as sa
 
 from events.codec import to_record
 from events.log import LogRecord
+from privacy.crypto import IdentifierHasher
 from projections.customer import CustomerState, fold
-from projections.identity import nodes_of, resolve_all
+from projections.identity import node, nodes_of, resolve_all
 from projections.store import SqlProjectionStore
 from projections.tables import customers, timeline
 from schemas import Envelope
@@ -56,11 +57,18 @@ def projected(store: SqlProjectionStore) -> tuple[dict[str, str], dict[str, dict
 
 
 def expected(
-    events: Sequence[Envelope], threshold: int
+    events: Sequence[Envelope], threshold: int, hasher: IdentifierHasher | None = None
 ) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
-    """The same two maps computed at once from the set of events."""
+    """The same two maps computed at once from the set of events (with ``hasher``: as a
+    store with a protector sees them, personal identifiers as keyed hashes)."""
     unique = {str(e.event_id): e for e in events}
-    owners = resolve_all({eid: nodes_of(e.identifiers) for eid, e in unique.items()}, threshold)
+
+    def nodes(event: Envelope) -> list[str]:
+        if hasher is None or event.identifiers is None:
+            return nodes_of(event.identifiers)
+        return [node(k, hasher.hash(k, v)) for k, v in event.identifiers.present()]
+
+    owners = resolve_all({eid: nodes(e) for eid, e in unique.items()}, threshold)
     by_customer: dict[str, list[Envelope]] = defaultdict(list)
     for eid, cid in owners.items():
         by_customer[cid].append(unique[eid])

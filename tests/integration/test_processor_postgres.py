@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from crm.bootstrap import build_protector
 from crm.devservices.testing import TestServices
+from crm.settings import Settings
 from events.kafka import KafkaEventLog
 from producers.synthetic import SyntheticTouchpoints
 from projections.sql import create_engine_for
@@ -50,6 +52,8 @@ class Deployment:
         self.log = KafkaEventLog(services.kafka_bootstrap, self.topic, partitions=PARTITIONS)
         self.engine = create_engine_for(services.database_url, None)  # type: ignore[arg-type]
         self.store = SqlProjectionStore(self.engine, schema=f"crash_{name}")
+        # the workers' key store (same database and master key): their identity hashes
+        self.hasher = build_protector(Settings(database_url=services.database_url)).hasher
         self.store.create()
         self.workers: list[subprocess.Popen[bytes]] = []
 
@@ -151,7 +155,7 @@ def test_kill_9_at_random_moments_loses_and_double_counts_nothing(
     elapsed = time.monotonic() - started
 
     got = projected(deployment.store)
-    want = expected(events, deployment.store.shared_threshold)
+    want = expected(events, deployment.store.shared_threshold, deployment.hasher)
     assert len(got[0]) == len(events), "an event was lost or counted twice"
     assert got == want
     with capsys.disabled():
@@ -172,4 +176,6 @@ def test_a_second_worker_joining_and_leaving_changes_nothing(deployment: Deploym
     deployment.wait_settled()
     first.send_signal(signal.SIGTERM)
     assert first.wait(60) == 0, deployment.tail()
-    assert projected(deployment.store) == expected(events, deployment.store.shared_threshold)
+    assert projected(deployment.store) == expected(
+        events, deployment.store.shared_threshold, deployment.hasher
+    )
