@@ -47,6 +47,7 @@ class Target:
             database_url=self.env["CRM_DATABASE_URL"],
             topic=self.topic,
             projection_schema=self.schema,
+            privacy_schema=self.env["CRM_PRIVACY_SCHEMA"],
             data_dir=Path(self.env["CRM_DATA_DIR"]),
         )
 
@@ -62,6 +63,8 @@ def target(ctx: BenchContext, what: str) -> Target:
         "CRM_DATABASE_URL": ctx.database_url,
         "CRM_TOPIC": topic,
         "CRM_PROJECTION_SCHEMA": schema,
+        # its own key store: the master key is this run's (CRM_DATA_DIR/master.key)
+        "CRM_PRIVACY_SCHEMA": f"{schema}_keys",
         "CRM_DATA_DIR": str(data_dir),
         "PYTHONUNBUFFERED": "1",
     }

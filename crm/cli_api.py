@@ -27,7 +27,11 @@ def build_read_api(settings: Settings) -> FastAPI:
     erasure requests."""
     from read_api import create_app, create_read_engine
 
-    engine = create_read_engine(settings.database_url, settings.data_dir / "projections.sqlite3")
+    engine = create_read_engine(
+        settings.database_url,
+        settings.data_dir / "projections.sqlite3",
+        schema=settings.projection_schema,
+    )
     event_log = build_event_log(settings)
     return create_app(
         engine,
@@ -41,11 +45,19 @@ def build_read_api(settings: Settings) -> FastAPI:
     )
 
 
+def app_from_settings() -> FastAPI:
+    """The app factory each uvicorn worker process calls (``--workers``)."""
+    return build_read_api(Settings())
+
+
 @api_app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65_535)] = 8000,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="processes (one per core is a good start)")
+    ] = 1,
 ) -> None:
     """Serve /v1/customers (API key with the read scope, admin for erasure and export:
     see `crm keys create`).
@@ -59,7 +71,16 @@ def serve(
     logging.basicConfig(
         level=log_level.value.upper(), format="%(levelname)s: %(name)s: %(message)s"
     )
-    app = build_read_api(Settings())
+    target: FastAPI | str = (
+        build_read_api(Settings()) if workers == 1 else "crm.cli_api:app_from_settings"
+    )
     uvicorn.run(
-        app, host=host, port=port, log_level=log_level.value, access_log=False, proxy_headers=False
+        target,
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
+        host=host,
+        port=port,
+        log_level=log_level.value,
+        access_log=False,
+        proxy_headers=False,
     )

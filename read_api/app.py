@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auth import ApiKeyStore
 from events.log import EventLog
@@ -67,7 +68,7 @@ def create_app(
     app.state.log_ends = None if log_ends is None else CachedEnds(log_ends)
     app.state.max_lag = max_lag
     app.include_router(api_router)
-    app.middleware("http")(_observe)
+    app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
     app.exception_handler(RequestValidationError)(_invalid_request)
     return app
 
@@ -97,16 +98,30 @@ class CachedEnds:
         return self._value
 
 
-async def _observe(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    elapsed = time.perf_counter() - started
-    route = request.scope.get("route")
-    template = getattr(route, "path", "(unmatched)")
-    request.app.state.metrics.observe(request.method, template, response.status_code, elapsed)
-    log.info(
-        "%s %s -> %d in %.1f ms", request.method, template, response.status_code, elapsed * 1e3
-    )
-    return response
+class ObserveMiddleware:
+    """Metrics and one log line per request, by route template (a pure ASGI middleware:
+    Starlette's ``BaseHTTPMiddleware`` costs a task and a stream per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            elapsed = time.perf_counter() - started
+            template = getattr(scope.get("route"), "path", "(unmatched)")
+            self.metrics.observe(scope["method"], template, status, elapsed)
+            log.info("%s %s -> %d in %.1f ms", scope["method"], template, status, elapsed * 1e3)

@@ -9,14 +9,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 
-def create_read_engine(url: str | None, sqlite_path: Path) -> sa.Engine:
-    """PostgreSQL when ``url`` is set, else ``sqlite_path`` (WAL readers, query_only)."""
+def create_read_engine(
+    url: str | None, sqlite_path: Path, *, schema: str | None = None
+) -> sa.Engine:
+    """PostgreSQL when ``url`` is set, else ``sqlite_path`` (WAL readers, query_only).
+
+    With ``schema`` (PostgreSQL), connections read it through their ``search_path``,
+    so statements need no per-execution schema translation (``ReadStore`` sees the
+    ``search_path`` execution option and skips it).
+    """
     if url:
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-    engine = sa.create_engine(f"sqlite:///{sqlite_path}")
+        # autocommit: reads need no transaction (no BEGIN/ROLLBACK round trips); no
+        # pre-ping (a round trip per request): connections are recycled instead
+        engine = sa.create_engine(
+            url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=10,
+            max_overflow=10,
+            pool_recycle=300,
+            json_deserializer=orjson.loads,
+            connect_args={"options": f"-csearch_path={schema}"} if schema else {},
+        )
+        return engine.execution_options(search_path=schema) if schema else engine
+    engine = sa.create_engine(f"sqlite:///{sqlite_path}", json_deserializer=orjson.loads)
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:

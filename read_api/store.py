@@ -97,7 +97,11 @@ class ReadStore:
         self.topic = topic
         self.protector = protector
         self.schema = schema if engine.dialect.name == "postgresql" else None
-        self.engine = engine.execution_options(schema_translate_map={None: self.schema})
+        self.engine = (
+            engine
+            if self.schema is None or engine.get_execution_options().get("search_path") == schema
+            else engine.execution_options(schema_translate_map={None: self.schema})
+        )
 
     def ping(self) -> None:
         """Raise unless the database answers and the projection tables exist."""

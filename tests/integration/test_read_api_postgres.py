@@ -60,7 +60,8 @@ def api(services: TestServices) -> Iterator[Served]:
         store.apply_batch(TOPIC, records[start : start + 500])
     key_store = SqlApiKeyStore(writer, schema=auth_schema)
     keys = {s: key_store.create(f"t-{s}", [Scope(s)]).plaintext for s in ("read", "ingest")}
-    reader = create_read_engine(services.database_url, None)  # type: ignore[arg-type]
+    # as `crm api serve` builds it: the schema through the connections' search_path
+    reader = create_read_engine(services.database_url, None, schema=schema)  # type: ignore[arg-type]
     app = create_app(reader, key_store, topic=TOPIC, schema=schema)
     ends = {0: 4 + len(merges), 1: len(records)}
     try:
