@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 
 from events.codec import encode_event, event_headers, key_for
 from events.log import EventLog, LogRecord, OutgoingRecord, Position
@@ -34,8 +35,6 @@ class Protector:
     def connect(cls, database_url: str, master_key: str, *, schema: str = "privacy") -> Protector:
         """The protector of a LoopCRM installation, for a producer outside it (the SDK
         writing to Kafka directly): its PostgreSQL URL and ``CRM_MASTER_KEY``."""
-        import sqlalchemy as sa
-
         engine = sa.create_engine(database_url, pool_pre_ping=True, pool_size=2)
         return cls(SqlKeyStore(engine, decode_master_key(master_key), schema=schema))
 
