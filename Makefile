@@ -22,7 +22,7 @@ unit: $(STAMP)  ## unit tests only: no services, seconds
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas events crm projections producers auth read_api
+	$(BIN)/mypy schemas events crm projections producers auth read_api privacy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

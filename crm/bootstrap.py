@@ -33,9 +33,7 @@ def build_protector(settings: Settings) -> Protector:
     """The key store (PostgreSQL schema ``privacy``, else ``CRM_DATA_DIR/privacy.sqlite3``)
     behind sealing, opening and erasure; one per process and configuration."""
     master = settings.master_key.get_secret_value() if settings.master_key else None
-    return _protector(
-        settings.database_url, settings.data_dir, settings.privacy_schema, master
-    )
+    return _protector(settings.database_url, settings.data_dir, settings.privacy_schema, master)
 
 
 @cache

@@ -296,9 +296,7 @@ def launch_campaign(
         if consent is not None:
             columns.append(customers.c[consent])
         rows = conn.execute(
-            sa.select(*columns)
-            .where(condition, *_TARGETABLE)
-            .order_by(customers.c.customer_id)
+            sa.select(*columns).where(condition, *_TARGETABLE).order_by(customers.c.customer_id)
         ).all()
     allowed = (True,) if consent_policy == "opt_in" else (True, None)
     audience = [(r[0], r[1]) for r in rows if consent is None or r[2] in allowed]
