@@ -411,3 +411,19 @@ def test_logs_hold_no_identifiers_or_names(world: World, caplog: pytest.LogCaptu
     assert any(r.name == "read_api" for r in server_side)
     text = "\n".join(r.getMessage() for r in server_side).lower()
     assert "ana" not in text and "example.com" not in text and "bad" not in text
+
+
+def test_each_uvicorn_worker_builds_the_app_from_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`crm api serve --workers N` starts N processes that each call this factory."""
+    from crm.cli_api import app_from_settings
+
+    monkeypatch.delenv("CRM_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CRM_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path))
+    with TestClient(app_from_settings()) as client:
+        paths = set(client.get("/openapi.json").json()["paths"])
+        assert {"/v1/customers/{customer_id}", "/v1/customers/{customer_id}/erasure"} <= paths
+        assert client.get("/healthz").status_code == 200
+        assert 'route="/healthz"' in client.get("/metrics").text
