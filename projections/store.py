@@ -129,6 +129,9 @@ class _Customer:
     state: CustomerState
     new: bool
     dirty: bool = False
+    stored: Any = None
+    """The stored state's segments and campaigns (JSON): their rows are rewritten only
+    when these change."""
 
 
 Clock = Callable[[], datetime]
@@ -552,7 +555,12 @@ class _Batch:
                     customers.c.customer_id.in_(chunk)
                 )
             ):
-                self.customers[cid] = _Customer(anchor, CustomerState.from_json(state), new=False)
+                self.customers[cid] = _Customer(
+                    anchor,
+                    CustomerState.from_json(state),
+                    new=False,
+                    stored=(state.get("segments"), state.get("campaigns")),
+                )
 
     # -- pass 1: links ----------------------------------------------------------------
 
@@ -1032,9 +1040,18 @@ class _Batch:
         for _, node in dirty_nodes:
             node.dirty = False
         dirty = [(cid, c) for cid, c in self.customers.items() if c.dirty]
-        upsert(conn, customers, [_customer_row(cid, c) for cid, c in dirty], ["customer_id"])
+        rows = [_customer_row(cid, c) for cid, c in dirty]
+        upsert(conn, customers, rows, ["customer_id"])
+        changed = []  # customers whose segment or campaign rows differ from the stored ones
+        for (cid, customer), row in zip(dirty, rows, strict=True):
+            now = (row["state"]["segments"], row["state"]["campaigns"])
+            if customer.new or now != customer.stored:
+                changed.append((cid, customer))
+            customer.stored = now
         _rewrite_customer_rows(
-            conn, [(cid, c.state) for cid, c in dirty], new=[cid for cid, c in dirty if c.new]
+            conn,
+            [(cid, c.state) for cid, c in changed],
+            new=[cid for cid, c in changed if c.new],
         )
         for _, customer in dirty:
             customer.dirty = customer.new = False
