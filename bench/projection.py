@@ -30,7 +30,7 @@ from projections.store import SqlProjectionStore, outbox_publisher
 
 SECTION = "projection"
 TARGET = "≥ 15,000 ev/s and ≥ 0.5 of COPY"
-BATCH_SIZE = 2_000
+BATCH_SIZE = 10_000  # `crm process`'s default batch
 SEGMENT_RULE = {"field": "order_count", "op": "ge", "value": 1}
 
 

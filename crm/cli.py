@@ -300,7 +300,7 @@ def replay(
         datetime | None,
         typer.Option(help="build the state as known at this time into a separate schema/file"),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5_000,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 20_000,
     keep_old: Annotated[bool, typer.Option(help="keep the replaced schema (PostgreSQL)")] = False,
 ) -> None:
     """Rebuild every projection from the beginning of the log.

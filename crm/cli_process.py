@@ -41,7 +41,7 @@ def process(
     ] = DEFAULT_GROUP_ID,
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="most events applied in one transaction")
-    ] = 2000,
+    ] = 10_000,
     batch_wait: Annotated[
         float, typer.Option(min=0.01, max=60.0, help="seconds to wait for a batch to fill")
     ] = 0.5,

@@ -220,7 +220,7 @@ def build_app(
     projector_factory: Callable[[S], BatchProjector],
     *,
     group_id: str = DEFAULT_GROUP_ID,
-    batch_size: int = 2000,
+    batch_size: int = 10_000,
     batch_wait: float = 0.5,
     options: Mapping[str, Any] | None = None,
 ) -> ProjectionApp:
@@ -269,7 +269,7 @@ def run_worker(
     projector_factory: Callable[[S], BatchProjector],
     *,
     group_id: str = DEFAULT_GROUP_ID,
-    batch_size: int = 2000,
+    batch_size: int = 10_000,
     batch_wait: float = 0.5,
     log_level: str = "info",
     options: Mapping[str, Any] | None = None,

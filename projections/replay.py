@@ -119,7 +119,7 @@ def rebuild(
     source: ReplaySource,
     *,
     as_of: datetime | None = None,
-    batch_size: int = 5_000,
+    batch_size: int = 20_000,
     keep_old: bool = False,
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,

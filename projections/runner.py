@@ -17,7 +17,7 @@ def catch_up(
     event_log: EventLog,
     projector: BatchProjector,
     *,
-    batch_size: int = 5_000,
+    batch_size: int = 20_000,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Apply everything up to the log's current end; returns records applied.
