@@ -21,12 +21,10 @@ def build_event_log(settings: Settings, *, topic: str | None = None) -> EventLog
     """The event log, sealing personal data on append (every door goes through here).
 
     Kafka when ``CRM_KAFKA_BOOTSTRAP`` is set, else the embedded SQLite log. The
-    dead-letter topic is not sealed: it keeps rejected input byte for byte.
+    dead-letter topic is opened with ``build_raw_event_log``: it keeps rejected input
+    byte for byte.
     """
-    raw = build_raw_event_log(settings, topic=topic)
-    if topic is not None and topic == settings.deadletter_topic:
-        return raw
-    return SealingEventLog(raw, build_protector(settings))
+    return SealingEventLog(build_raw_event_log(settings, topic=topic), build_protector(settings))
 
 
 def build_protector(settings: Settings) -> Protector:

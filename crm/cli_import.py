@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -20,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from crm.bootstrap import build_event_log
+from crm.bootstrap import build_event_log, build_raw_event_log
 from crm.settings import Settings
 from events.log import EventLog, LogError, Position
 from producers.deadletters import (
@@ -168,12 +169,17 @@ def _summary(stats: ImportStats, rejects_path: Path, *, target: str | None) -> N
 
 
 def _logs(settings: Settings) -> EventLog:
-    return _open_log(settings, settings.deadletter_topic)
+    return _open_log(settings, settings.deadletter_topic, build=build_raw_event_log)
 
 
-def _open_log(settings: Settings, topic: str | None = None) -> EventLog:
+def _open_log(
+    settings: Settings,
+    topic: str | None = None,
+    *,
+    build: Callable[..., EventLog] = build_event_log,
+) -> EventLog:
     try:
-        return build_event_log(settings, topic=topic)
+        return build(settings, topic=topic)
     except LogError as exc:
         console.print(f"[red]{escape(str(exc))}")
         raise typer.Exit(1) from exc

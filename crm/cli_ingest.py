@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from pydantic import Field
 
-from crm.bootstrap import build_event_log
+from crm.bootstrap import build_event_log, build_raw_event_log
 from crm.bootstrap_auth import build_api_key_store
 from crm.cli_process import LogLevel
 from crm.settings import Settings
@@ -78,7 +78,7 @@ def serve(
     )
     settings = IngestSettings()
     event_log = build_event_log(settings)
-    deadletters = build_event_log(settings, topic=settings.deadletter_topic)
+    deadletters = build_raw_event_log(settings, topic=settings.deadletter_topic)
     try:
         app = build_gateway(settings, event_log, deadletters)
         uvicorn.run(app, host=host, port=port, log_level=log_level.value, proxy_headers=False)

@@ -130,6 +130,26 @@ def insert_new(
     return inserted
 
 
+def _insert_parts(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    replace: bool,
+) -> tuple[list[sa.Column[Any]], str, str, str, str]:
+    """(columns given, qualified table, column list, conflict target, conflict action)
+    of an ``INSERT ... ON CONFLICT`` written by hand for PostgreSQL (no SQLAlchemy compile)."""
+    columns = [c for c in table.columns if c.name in rows[0]]
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    conflict = ", ".join(f'"{k}"' for k in keys)
+    if not replace:
+        return columns, name, names, conflict, "DO NOTHING"
+    sets = ", ".join(f'"{c.name}" = EXCLUDED."{c.name}"' for c in columns if c.name not in keys)
+    return columns, name, names, conflict, f"DO UPDATE SET {sets}"
+
+
 def _pg_execute_values(
     conn: Connection,
     table: sa.Table,
@@ -141,16 +161,7 @@ def _pg_execute_values(
 ) -> list[tuple[Any, ...]]:
     """psycopg2's ``execute_values`` in the connection's transaction: one statement per
     page, no per-row SQLAlchemy compilation (the hot path of every batch)."""
-    columns = [c for c in table.columns if c.name in rows[0]]
-    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
-    names = ", ".join(f'"{c.name}"' for c in columns)
-    conflict = ", ".join(f'"{k}"' for k in keys)
-    if replace:
-        sets = ", ".join(f'"{c.name}" = EXCLUDED."{c.name}"' for c in columns if c.name not in keys)
-        action = f"DO UPDATE SET {sets}"
-    else:
-        action = "DO NOTHING"
+    columns, name, names, conflict, action = _insert_parts(conn, table, rows, keys, replace)
     json_columns = {c.name for c in columns if isinstance(c.type, sa.JSON)}
     template = (
         "(" + ", ".join("%s::jsonb" if c.name in json_columns else "%s" for c in columns) + ")"
@@ -182,18 +193,9 @@ def _pg_copy_insert(
 ) -> None:
     """COPY the rows into a temporary staging table, then one INSERT ... SELECT with the
     same ON CONFLICT as ``_pg_execute_values``: several times faster for large batches."""
-    columns = [c for c in table.columns if c.name in rows[0]]
-    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+    columns, name, names, conflict, action = _insert_parts(conn, table, rows, keys, replace)
     digest = hashlib.blake2b(",".join(c.name for c in columns).encode(), digest_size=4)
     stage = f'"stage_{table.name}_{digest.hexdigest()}"'
-    names = ", ".join(f'"{c.name}"' for c in columns)
-    conflict = ", ".join(f'"{k}"' for k in keys)
-    if replace:
-        sets = ", ".join(f'"{c.name}" = EXCLUDED."{c.name}"' for c in columns if c.name not in keys)
-        action = f"DO UPDATE SET {sets}"
-    else:
-        action = "DO NOTHING"
     json_columns = {c.name for c in columns if isinstance(c.type, sa.JSON)}
     buffer = io.StringIO()
     for row in rows:

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auth import DEFAULT_CACHE_TTL_S, Scope, SqlApiKeyStore
-from crm.bootstrap import build_event_log, build_protector
+from crm.bootstrap import build_event_log, build_protector, build_raw_event_log
 from crm.bootstrap_auth import build_api_key_store
 from crm.cli_ingest import IngestSettings, build_gateway
 from crm.devservices.testing import TestServices
@@ -77,7 +77,7 @@ class Stack:
             **overrides,
         )
         self.events: EventLog = build_event_log(self.settings)
-        self.deadletters: EventLog = build_event_log(
+        self.deadletters: EventLog = build_raw_event_log(
             self.settings, topic=self.settings.deadletter_topic
         )
         self.keys: SqlApiKeyStore = build_api_key_store(self.settings)

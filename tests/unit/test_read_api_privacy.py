@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore, outbox_publisher
 from projections.tables import customers, timeline
 from read_api import create_app, create_read_engine
-from schemas import CATALOG, Channel, Envelope, Identifiers, Source, new_event
+from schemas import Channel, Envelope, Identifiers
+from tests.unit.test_read_api import _event
 
 TOPIC = "crm.events"
 EMAIL = "ana.quintanilha@example.com"
@@ -34,19 +34,6 @@ PHONE = "+14155550123"
 SURNAME = "Quintanilha"
 SUBJECT = "Parcel never arrived at Rua Xavantina"
 OTHER_EMAIL = "bruno.okonkwo@example.com"
-
-
-def _at(minutes: int) -> datetime:
-    return datetime(2026, 5, 1, 9, 0, tzinfo=UTC) + timedelta(minutes=minutes)
-
-
-def _event(type_: str, channel: Channel, when: int, ids: Identifiers, **payload: Any) -> Envelope:
-    return new_event(
-        CATALOG[type_].payload(**payload),
-        source=Source(system="test", channel=channel),
-        identifiers=ids,
-        occurred_at=_at(when),
-    )
 
 
 def ana_events() -> list[Envelope]:
