@@ -56,12 +56,6 @@ def request_erasure(
     return event
 
 
-def erased_at(conn: Connection, customer_id: str) -> datetime | None:
-    return conn.execute(
-        sa.select(customers.c.erased_at).where(customers.c.customer_id == customer_id)
-    ).scalar_one_or_none()
-
-
 def export_subject(
     conn: Connection, customer_id: str, protector: Protector | None, *, now: datetime
 ) -> dict[str, Any] | None:
