@@ -46,6 +46,7 @@ from projections import identity as ident
 from projections import loop
 from projections.customer import CustomerState
 from projections.facts import facts_of
+from projections.gcpause import collection_paused
 from projections.queries import live_customer
 from projections.segment_rules import predicate
 from projections.sql import (
@@ -224,7 +225,7 @@ class SqlProjectionStore:
         """Apply records in one transaction with their checkpoints; returns records applied."""
         for attempt in range(10):
             try:
-                with self.engine.begin() as conn:
+                with collection_paused(), self.engine.begin() as conn:
                     batch = self._batch(conn)
                     return batch.run(topic, records)
             except DBAPIError as exc:

@@ -1,0 +1,74 @@
+import gc
+import threading
+import weakref
+
+import pytest
+
+from projections.gcpause import collection_paused
+
+
+@pytest.fixture(autouse=True)
+def _collector_on():
+    gc.enable()
+    yield
+    gc.enable()
+
+
+def test_paused_inside_and_back_on_after():
+    with collection_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_nested_pauses_resume_only_at_the_outermost():
+    with collection_paused():
+        with collection_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_back_on_after_an_exception():
+    with pytest.raises(RuntimeError), collection_paused():
+        raise RuntimeError("batch failed")
+    assert gc.isenabled()
+
+
+def test_a_collector_switched_off_by_the_application_stays_off():
+    gc.disable()
+    with collection_paused():
+        pass
+    assert not gc.isenabled()
+
+
+def test_concurrent_pauses_resume_when_the_last_one_ends():
+    first_inside, second_done = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def other() -> None:
+        with collection_paused():
+            first_inside.wait(5)
+        second_done.set()
+
+    with collection_paused():
+        thread = threading.Thread(target=other)
+        thread.start()
+        first_inside.set()
+        second_done.wait(5)
+        seen.append(gc.isenabled())  # the other pause ended, ours has not
+    thread.join(5)
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_cycles_made_during_a_pause_are_collected_after_it():
+    class Node:
+        pass
+
+    with collection_paused():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        ref = weakref.ref(a)
+        del a, b
+        assert ref() is not None  # no collector while paused
+    assert ref() is None
