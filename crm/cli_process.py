@@ -43,8 +43,13 @@ def process(
         int, typer.Option(min=1, max=100_000, help="most events applied in one transaction")
     ] = 10_000,
     batch_wait: Annotated[
-        float, typer.Option(min=0.01, max=60.0, help="seconds to wait for a batch to fill")
-    ] = 0.5,
+        float,
+        typer.Option(
+            min=0.01,
+            max=60.0,
+            help="seconds to wait for more events once the last batch is applied (a backlog fills batches at once)",
+        ),
+    ] = 0.05,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
 ) -> None:
     """Project the event topic into the database until SIGTERM or Ctrl-C.

@@ -221,7 +221,7 @@ def build_app(
     *,
     group_id: str = DEFAULT_GROUP_ID,
     batch_size: int = 10_000,
-    batch_wait: float = 0.5,
+    batch_wait: float = 0.05,
     options: Mapping[str, Any] | None = None,
 ) -> ProjectionApp:
     """A faust app projecting ``settings.topic`` in batches, as consumer group ``group_id``.
@@ -270,7 +270,7 @@ def run_worker(
     *,
     group_id: str = DEFAULT_GROUP_ID,
     batch_size: int = 10_000,
-    batch_wait: float = 0.5,
+    batch_wait: float = 0.05,
     log_level: str = "info",
     options: Mapping[str, Any] | None = None,
 ) -> None:

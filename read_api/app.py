@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from auth import ApiKeyStore
 from events.log import EventLog
 from privacy.protect import Protector
+from read_api.freshness import PositionWatch
 from read_api.metrics import RequestMetrics
 from read_api.routes import api_router
 from read_api.store import ReadStore
@@ -62,6 +63,7 @@ def create_app(
         "assessments and campaign results, `admin` for erasure and export).",
     )
     app.state.store = ReadStore(engine, topic, schema=schema, protector=protector)
+    app.state.position_watch = PositionWatch(app.state.store.positions)
     app.state.event_log = event_log
     app.state.key_store = key_store
     app.state.metrics = RequestMetrics()

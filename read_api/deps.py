@@ -9,7 +9,7 @@ from fastapi import Depends, Header, HTTPException, Query, Request, status
 from auth import Principal, Scope
 from auth.http import scope_dependency
 from events.log import EventLog
-from read_api.freshness import MAX_WAIT_MS, InvalidPositionError, parse_positions, wait_for
+from read_api.freshness import MAX_WAIT_MS, InvalidPositionError, PositionWatch, parse_positions
 from read_api.store import ReadStore
 
 
@@ -38,8 +38,13 @@ def get_event_log(request: Request) -> EventLog:
 EventLogDep = Annotated[EventLog, Depends(get_event_log)]
 
 
+def get_position_watch(request: Request) -> PositionWatch:
+    watch: PositionWatch = request.app.state.position_watch
+    return watch
+
+
 async def wait_for_position(
-    store: StoreDep,
+    watch: Annotated[PositionWatch, Depends(get_position_watch)],
     min_position: Annotated[
         str | None,
         Query(
@@ -65,7 +70,7 @@ async def wait_for_position(
         wanted = parse_positions(text)
     except InvalidPositionError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    await wait_for(store.positions, wanted, wait_ms)
+    await watch.wait(wanted, wait_ms)
     return wanted
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from read_api.models import FreshnessPublic
 
-POLL_S = 0.05
+POLL_S = 0.02
 MAX_WAIT_MS = 5_000
 
 
@@ -45,17 +45,72 @@ def reached(positions: Mapping[int, int], wanted: Mapping[int, int]) -> bool:
     return all(positions.get(p, 0) >= o for p, o in wanted.items())
 
 
-async def wait_for(
-    read_positions: Callable[[], Mapping[int, int]], wanted: Mapping[int, int], wait_ms: int
-) -> bool:
-    """Poll the checkpoints every 50 ms until ``wanted`` is reached or ``wait_ms`` passed."""
-    deadline = time.monotonic() + wait_ms / 1000
-    while True:
-        if reached(await asyncio.to_thread(read_positions), wanted):
+class PositionWatch:
+    """One checkpoint poll per process, shared by every request waiting for positions.
+
+    While anyone waits, a single task reads the checkpoints every ``poll_s`` and wakes
+    the waiters; 100 waiting requests cost one query per poll, not 100. Checkpoints only
+    move forward, so a position reached in an earlier read is still reached.
+    """
+
+    def __init__(
+        self, read_positions: Callable[[], Mapping[int, int]], poll_s: float = POLL_S
+    ) -> None:
+        self._read = read_positions
+        self._poll_s = poll_s
+        self._latest: Mapping[int, int] = {}
+        self._error: Exception | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed = asyncio.Condition()
+        self._waiters = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, wanted: Mapping[int, int], wait_ms: int) -> bool:
+        """Until ``wanted`` is reached (True) or ``wait_ms`` passed (False)."""
+        if reached(self._latest, wanted):
             return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        deadline = time.monotonic() + wait_ms / 1000
+        if self._loop is not asyncio.get_running_loop():  # e.g. a new test client's loop
+            self._loop, self._changed, self._task = (
+                asyncio.get_running_loop(),
+                asyncio.Condition(),
+                None,
+            )
+            self._waiters = 0
+        self._waiters += 1
+        try:
+            if self._task is None:
+                self._error = None
+                self._task = asyncio.create_task(self._poll())
+            async with self._changed:
+                while True:
+                    if self._error is not None:
+                        raise self._error
+                    if reached(self._latest, wanted):
+                        return True
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), remaining)
+                    except TimeoutError:
+                        return reached(self._latest, wanted)
+        finally:
+            self._waiters -= 1
+
+    async def _poll(self) -> None:
+        try:
+            while self._waiters:
+                try:
+                    latest, error = await asyncio.to_thread(self._read), None
+                except Exception as exc:  # every waiter gets it; the next poll tries again
+                    latest, error = self._latest, exc
+                async with self._changed:
+                    self._latest, self._error = latest, error
+                    self._changed.notify_all()
+                await asyncio.sleep(self._poll_s)
+        finally:
+            self._task = None
 
 
 def freshness(
