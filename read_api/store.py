@@ -96,6 +96,7 @@ class ReadStore:
     ) -> None:
         self.topic = topic
         self.protector = protector
+        self._customer_query: sa.Select[Any] | None = None
         self.schema = schema if engine.dialect.name == "postgresql" else None
         self.engine = (
             engine
@@ -180,26 +181,23 @@ class ReadStore:
         return Page(rows, next_cursor, positions)
 
     def customer(self, customer_id: str) -> Customer | None:
-        """The live customer ``customer_id`` is or was merged into; None if unknown."""
+        """The live customer ``customer_id`` is or was merged into; None if unknown.
+
+        One statement reads the checkpoints, the customer row and its identity nodes
+        (one snapshot, one round trip: this is the API's hottest read)."""
         with self.engine.connect() as conn:
-            positions = self._positions(conn)
+            positions, row, nodes = self._customer_with_nodes(conn, customer_id)
             live: str | None = customer_id
-            row = self._customer_row(conn, customer_id)
             if row is None:  # merged away (or unknown): follow its aliases
                 live = live_customer(conn, customer_id)
                 if live is None:
                     return None
-                row = self._customer_row(conn, live)
+                _, row, nodes = self._customer_with_nodes(conn, live)
                 if row is None:
                     return None
-            nodes = conn.execute(
-                sa.select(identity_nodes.c.node, identity_nodes.c.value, identity_nodes.c.shared)
-                .where(identity_nodes.c.customer_id == live)
-                .order_by(identity_nodes.c.node)
-            ).all()
         erased_at = _utc(row["erased_at"])
         identifiers = []
-        for node, plain, shared in nodes:
+        for node, plain, shared in sorted(nodes):
             kind, _, value = str(node).partition(":")
             shown = _shown_identifier(kind, value, plain, erased=erased_at is not None)
             if shown is not None:
@@ -214,13 +212,48 @@ class ReadStore:
             positions,
         )
 
-    @staticmethod
-    def _customer_row(conn: Connection, customer_id: str) -> RowMapping | None:
+    def _customer_with_nodes(
+        self, conn: Connection, customer_id: str
+    ) -> tuple[dict[int, int], RowMapping | None, list[Any]]:
+        """(positions, the customer's row or None, its nodes as [node, value, shared])."""
+        if self._customer_query is None:
+            self._customer_query = self._build_customer_query(conn.dialect.name == "postgresql")
+        row = conn.execute(self._customer_query, {"customer_id": customer_id}).mappings().one()
+        found = row if row["customer_id"] is not None else None
         return (
-            conn.execute(sa.select(customers).where(customers.c.customer_id == customer_id))
-            .mappings()
-            .first()
+            {int(p): int(o) for p, o in (row["_positions"] or {}).items()},
+            found,
+            row["_nodes"] or [] if found is not None else [],
         )
+
+    def _build_customer_query(self, pg: bool) -> sa.Select[Any]:
+        json_array = sa.func.json_build_array if pg else sa.func.json_array
+        array_agg = sa.func.json_agg if pg else sa.func.json_group_array
+        object_agg = sa.func.json_object_agg if pg else sa.func.json_group_object
+        positions = (
+            sa.select(object_agg(checkpoints.c.partition, checkpoints.c.next_offset, type_=sa.JSON))
+            .where(checkpoints.c.topic == self.topic)
+            .scalar_subquery()
+        )
+        nodes = (
+            sa.select(
+                array_agg(
+                    json_array(
+                        identity_nodes.c.node, identity_nodes.c.value, identity_nodes.c.shared
+                    ),
+                    type_=sa.JSON,
+                )
+            )
+            .where(identity_nodes.c.customer_id == customers.c.customer_id)
+            .scalar_subquery()
+        )
+        one = sa.select(sa.literal(1).label("one")).subquery()
+        query = sa.select(
+            positions.label("_positions"), nodes.label("_nodes"), *customers.c
+        ).select_from(
+            one.outerjoin(customers, customers.c.customer_id == sa.bindparam("customer_id"))
+        )
+        return query
 
     def timeline(
         self,
