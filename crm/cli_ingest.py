@@ -6,6 +6,8 @@ FastAPI and uvicorn are imported when the gateway is built, not when ``crm`` sta
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -58,11 +60,34 @@ def build_gateway(settings: IngestSettings, event_log: EventLog, deadletters: Ev
     )
 
 
+def gateway_from_settings() -> FastAPI:
+    """The app factory each uvicorn worker process calls (``--workers``): its own logs,
+    closed when the worker stops."""
+    settings = IngestSettings()
+    event_log = build_event_log(settings)
+    deadletters = build_raw_event_log(settings, topic=settings.deadletter_topic)
+    app = build_gateway(settings, event_log, deadletters)
+
+    @asynccontextmanager
+    async def lifespan(_app: object) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            event_log.close()
+            deadletters.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
 @ingest_app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65_535)] = 8080,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="processes (one per core is a good start)")
+    ] = 1,
 ) -> None:
     """Serve POST /v1/events (API key with the ingest scope: see `crm keys create`).
 
@@ -76,12 +101,12 @@ def serve(
     logging.basicConfig(
         level=log_level.value.upper(), format="%(levelname)s: %(name)s: %(message)s"
     )
-    settings = IngestSettings()
-    event_log = build_event_log(settings)
-    deadletters = build_raw_event_log(settings, topic=settings.deadletter_topic)
-    try:
-        app = build_gateway(settings, event_log, deadletters)
-        uvicorn.run(app, host=host, port=port, log_level=log_level.value, proxy_headers=False)
-    finally:
-        event_log.close()
-        deadletters.close()
+    uvicorn.run(
+        gateway_from_settings() if workers == 1 else "crm.cli_ingest:gateway_from_settings",
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
+        host=host,
+        port=port,
+        log_level=log_level.value,
+        proxy_headers=False,
+    )

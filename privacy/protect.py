@@ -17,6 +17,7 @@ import orjson
 import sqlalchemy as sa
 
 from events.codec import encode_event, event_headers, key_for
+from events.gcpause import collection_paused
 from events.log import EventLog, LogRecord, OutgoingRecord, Position
 from privacy.crypto import IdentifierHasher, JsonDict, open_sealed, redact, seal, sealed_kid
 from privacy.crypto import subject_of as _subject_of
@@ -40,6 +41,10 @@ class Protector:
 
     def seal(self, events: Sequence[Envelope]) -> list[OutgoingRecord]:
         """Log records of ``events`` with their personal data sealed."""
+        with collection_paused():
+            return self._seal(events)
+
+    def _seal(self, events: Sequence[Envelope]) -> list[OutgoingRecord]:
         datas = [orjson.loads(encode_event(event)) for event in events]
         subjects = {
             d["event_id"]: s for d in datas if d.get("pii") is None and (s := self.subject(d))

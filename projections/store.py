@@ -46,7 +46,7 @@ from projections import identity as ident
 from projections import loop
 from projections.customer import CustomerState
 from projections.facts import facts_of
-from projections.gcpause import collection_paused
+from events.gcpause import collection_paused
 from projections.queries import live_customer
 from projections.segment_rules import predicate
 from projections.sql import (

@@ -4,7 +4,8 @@ import weakref
 
 import pytest
 
-from projections.gcpause import collection_paused
+from events import gcpause
+from events.gcpause import collection_paused
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +73,20 @@ def test_cycles_made_during_a_pause_are_collected_after_it():
         del a, b
         assert ref() is not None  # no collector while paused
     assert ref() is None
+
+
+def test_overlapping_pauses_still_collect_now_and_then(monkeypatch):
+    """A busy gateway's requests overlap without end: blocks ending collect anyway."""
+    monkeypatch.setattr(gcpause, "YOUNG_EVERY_S", 0.0)
+
+    class Node:
+        pass
+
+    with collection_paused():  # a long request
+        with collection_paused():  # a short one that ends meanwhile
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            ref = weakref.ref(a)
+            del a, b
+        assert not gc.isenabled()
+        assert ref() is None
