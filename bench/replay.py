@@ -15,11 +15,11 @@ from bench.core import BenchContext, Figure
 from bench.pipeline import chunks, delete_topics, drop_schemas, past_year, rate, raw_copy_load
 from events.kafka import KafkaEventLog
 from projections.identity import DEFAULT_SHARED_THRESHOLD
+from projections.replay import BATCH_SIZE as REPLAY_BATCH
 from projections.replay import ReplaySource, rebuild
 
 SECTION = "replay"
 APPEND_BATCH = 5_000
-REPLAY_BATCH = 2_000
 EVENTS_PER_CUSTOMER = 10
 
 

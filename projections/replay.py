@@ -58,6 +58,10 @@ class ReplaySource:
     """Opens sealed personal data (keys destroyed by erasures stay destroyed)."""
 
 
+BATCH_SIZE = 20_000
+"""Events per transaction of a rebuild (what ``crm replay`` uses)."""
+
+
 def remaining(event_log: EventLog, store: SqlProjectionStore, until: Mapping[int, int]) -> int:
     done = store.checkpoints(event_log.topic)
     return sum(max(0, end - done.get(p, 0)) for p, end in until.items())
@@ -119,7 +123,7 @@ def rebuild(
     source: ReplaySource,
     *,
     as_of: datetime | None = None,
-    batch_size: int = 20_000,
+    batch_size: int = BATCH_SIZE,
     keep_old: bool = False,
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
