@@ -20,7 +20,11 @@ redelivered batch changes nothing (exactly-once effect). Within the transaction:
    rewritten from its state.
 
 Concurrent workers (PostgreSQL) take advisory locks on the identifiers and customers a
-batch touches, in sorted order, and re-check the mapping after locking.
+batch touches, in sorted order, and re-check the mapping after locking. A batch touching
+more than ``FINE_LOCKS_MAX`` of them takes one exclusive batch lock instead (small
+batches hold it shared): PostgreSQL's lock table holds only ``max_locks_per_transaction``
+x ``max_connections`` locks (6,400 by default) for the whole server, and a catch-up
+batch of 10,000 events over as many customers would need more.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -40,13 +44,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from events.codec import decode_json, to_record
+from events.gcpause import collection_paused
 from events.log import EventLog, LogRecord, OutgoingRecord
 from privacy.crypto import IdentifierHasher, redact, sealed_kid
 from projections import identity as ident
 from projections import loop
 from projections.customer import CustomerState
 from projections.facts import facts_of
-from events.gcpause import collection_paused
 from projections.queries import live_customer
 from projections.segment_rules import predicate
 from projections.sql import (
@@ -110,6 +114,8 @@ DERIVED_NAMESPACE = uuid.UUID("6f1c8f4e-8a7d-4a53-9f0e-3c9b2d7e5a10")
 SYSTEM_SOURCE = Source(system="loopcrm-projections", channel=Channel.SYSTEM)
 IGNORED_TYPES = frozenset({"identity.split"})  # history of the projection itself
 SWITCH_LOCK = "crm:replay-switch"
+BATCH_LOCK = "crm:projection-batch"
+FINE_LOCKS_MAX = 1_000
 _RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
 _DEFINITIONS = (SegmentDefined, SegmentRetired, CampaignLaunched, AssessmentCompleted)
 _TICK = timedelta(milliseconds=1)
@@ -237,7 +243,9 @@ class SqlProjectionStore:
         raise AssertionError("unreachable")
 
     def _batch(self, conn: Connection) -> _Batch:
-        return _Batch(conn, self.shared_threshold, self.live, self.clock, self.protector)
+        return _Batch(
+            conn, self.shared_threshold, self.live, self.clock, self.protector, self.schema or ""
+        )
 
     def apply_deferred(self, batch_size: int = 2_000) -> int:
         """Apply the events a rebuild set aside (see ``_Batch._defer``); returns how many."""
@@ -314,8 +322,10 @@ class _Batch:
         live: bool,
         clock: Clock,
         protector: Protector | None = None,
+        lock_space: str = "",
     ) -> None:
         self.conn = conn
+        self.lock_space = lock_space  # the schema: batches of other schemas never wait
         self.protector = protector
         # redaction hashes identifiers; without a key store, with a throwaway key
         self.hasher = protector.hasher if protector else IdentifierHasher(os.urandom(32))
@@ -338,6 +348,7 @@ class _Batch:
         self.alias_rows: list[dict[str, Any]] = []
         self.redirect: dict[str, str] = {}
         self.locked: set[str] = set()
+        self.exclusive = False  # holds BATCH_LOCK exclusively: no finer locks needed
         self.timeline_rows: list[dict[str, Any]] = []
         self.outbox_rows: list[dict[str, Any]] = []
 
@@ -522,7 +533,8 @@ class _Batch:
             if ident.kind_of(n) == "customer_id"
         }
         if not reload:
-            lock_keys(self.conn, (f"node:{n}" for n in names))
+            self._lock_batch(len(names) + len(direct))
+            self._lock(f"node:{n}" for n in names)
         while True:
             self._read_nodes(names)
             self.direct = {d: live_customer(self.conn, d) or d for d in sorted(direct)}
@@ -530,9 +542,25 @@ class _Batch:
             wanted |= set(self.direct.values())
             if wanted <= self.locked:
                 break
-            lock_keys(self.conn, (f"customer:{c}" for c in wanted - self.locked))
+            self._lock(f"customer:{c}" for c in wanted - self.locked)
             self.locked |= wanted
         self._read_customers(self.locked | {ident.customer_id_for(n) for n in names})
+
+    def _lock_batch(self, touched: int) -> None:
+        """The batch lock: exclusive when the batch touches more than ``FINE_LOCKS_MAX``
+        identifiers and customers, else shared (then ``_lock`` takes the finer ones)."""
+        if not is_postgres(self.conn):
+            return
+        self.exclusive = touched > FINE_LOCKS_MAX
+        mode = "" if self.exclusive else "_shared"
+        self.conn.execute(
+            sa.text(f"SELECT pg_advisory_xact_lock{mode}(:k)"),
+            {"k": advisory_key(f"{self.lock_space}:{BATCH_LOCK}")},
+        )
+
+    def _lock(self, names: Iterable[str]) -> None:
+        if not self.exclusive:
+            lock_keys(self.conn, (f"{self.lock_space}:{name}" for name in names))
 
     def _read_nodes(self, names: set[str]) -> None:
         for chunk in chunks(sorted(names)):
@@ -615,7 +643,7 @@ class _Batch:
             anchor = ident.smallest(component)
             anchors[ident.customer_id_for(anchor)] = anchor
             owner.update(dict.fromkeys(component, ident.customer_id_for(anchor)))
-        lock_keys(conn, (f"customer:{c}" for c in anchors))
+        self._lock(f"customer:{c}" for c in anchors)
         states: dict[str, CustomerState] = {cid: CustomerState.empty() for cid in anchors}
         moves: dict[str, list[str]] = defaultdict(list)
         recorded = conn.execute(

@@ -90,6 +90,58 @@ def test_concurrent_workers_on_shared_customers_match_one_worker(engine: sa.Engi
     assert store.checkpoints(TOPIC) == {0: len(parts[0]), 1: len(parts[1])}
 
 
+def test_a_batch_touching_more_identifiers_than_the_lock_table_holds(
+    engine: sa.Engine,
+) -> None:
+    """One advisory lock per identifier would overflow PostgreSQL's shared lock table
+    (max_locks_per_transaction x max_connections) on a big catch-up batch."""
+    with engine.connect() as conn:
+        per_tx = int(conn.execute(sa.text("SHOW max_locks_per_transaction")).scalar_one())
+        connections = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
+    capacity = per_tx * connections
+    events = list(SyntheticTouchpoints(customers=capacity, seed=4).events(capacity + 2_000))
+    identifiers = {
+        (kind, value)
+        for event in events
+        if event.identifiers is not None
+        for kind, value in event.identifiers.present()
+    }
+    assert len(identifiers) > capacity
+    store = _store(engine, f"big_{uuid.uuid4().hex[:8]}")
+    store.apply_batch(TOPIC, as_records(events))
+    assert projected(store) == expected(events, store.shared_threshold)
+
+
+def test_big_and_small_batches_of_concurrent_workers_match_one_worker(
+    engine: sa.Engine,
+) -> None:
+    """A worker catching up (batches over FINE_LOCKS_MAX: the exclusive batch lock) and
+    one applying small batches (shared lock + one per identifier) on linked customers."""
+    events = list(SyntheticTouchpoints(customers=600, seed=9).events(6_000))
+    store = _store(engine, f"mixed_{uuid.uuid4().hex[:8]}")
+    parts = [as_records(events[i::2], partition=i) for i in (0, 1)]
+    errors: list[BaseException] = []
+
+    def work(records: list[Any], size: int) -> None:
+        try:
+            for start in range(0, len(records), size):
+                store.apply_batch(TOPIC, records[start : start + size])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=work, args=(parts[0], 2_000)),
+        threading.Thread(target=work, args=(parts[1], 50)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    assert projected(store) == expected(events, store.shared_threshold)
+    assert store.checkpoints(TOPIC) == {0: len(parts[0]), 1: len(parts[1])}
+
+
 def test_replay_rebuilds_identical_projections_and_as_of_state(
     services: TestServices, engine: sa.Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
