@@ -139,6 +139,9 @@ class _Customer:
     stored: Any = None
     """The stored state's segments and campaigns (JSON): their rows are rewritten only
     when these change."""
+    facts: dict[str, Any] | None = None
+    """``facts_of(state)`` while the state has not changed since (segment evaluation
+    computes them; the customer row reuses them)."""
 
 
 Clock = Callable[[], datetime]
@@ -764,7 +767,7 @@ class _Batch:
             self.erased.add(survivor)  # the other one's rows lose their personal data too
             self.absorbed.add(survivor)  # ... and, live, the keys of its events
         keeper.state.merge_from(gone.state)
-        keeper.dirty = True
+        keeper.dirty, keeper.facts = True, None
         told = merged in self.told
         self.redirect[merged] = survivor
         if gone.new and not told:
@@ -777,7 +780,7 @@ class _Batch:
     ) -> None:
         customer = self.customers[customer_id]
         customer.state.apply(event)
-        customer.dirty = True
+        customer.dirty, customer.facts = True, None
         if customer.state.erased is not None and self.live:
             kid = self.kid_of.get(str(event.event_id))
             if kid is not None:  # arrived after the erasure: its data key goes too
@@ -852,8 +855,10 @@ class _Batch:
             if not customer.dirty:
                 continue
             state = customer.state
-            wanted = loop.evaluate(active, facts_of(state), erased=state.erased is not None)
+            facts = facts_of(state)
+            wanted = loop.evaluate(active, facts, erased=state.erased is not None)
             changes = loop.segment_changes(customer_id, loop.memberships(state), wanted)
+            customer.facts = facts
             for change in changes:
                 kind = "entered" if isinstance(change, SegmentEntered) else "exited"
                 name = f"segment.{kind}:{change.segment_id}:{change.version}:{customer_id}"
@@ -1144,7 +1149,7 @@ class _Batch:
 def _customer_row(customer_id: str, customer: _Customer) -> dict[str, Any]:
     state = customer.state
     return {
-        **facts_of(state),
+        **(customer.facts if customer.facts is not None else facts_of(state)),
         "customer_id": customer_id,
         "anchor": customer.anchor,
         "display_name": state.display_name,
