@@ -7,10 +7,11 @@ The app keeps its ``ApiKeyStore`` in ``app.state.key_store``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from auth.keys import AuthError, Principal, Scope
@@ -30,15 +31,15 @@ api_key_scheme = APIKeyHeader(
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def scope_dependency(scope: Scope) -> Callable[..., Principal]:
+def scope_dependency(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency that admits keys holding ``scope`` (``admin`` implies all)."""
 
-    def require_scope(
+    async def require_scope(
         request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
         api_key: Annotated[str | None, Depends(api_key_scheme)],
     ) -> Principal:
-        # A plain ``def``: FastAPI runs it in a worker thread, as a cache miss reads the DB.
+        # A key verified lately answers from memory; a miss reads the DB in a worker thread.
         presented = bearer.credentials if bearer is not None else api_key
         if not presented:
             raise HTTPException(
@@ -48,7 +49,10 @@ def scope_dependency(scope: Scope) -> Callable[..., Principal]:
             )
         store: ApiKeyStore = request.app.state.key_store
         try:
-            return store.verify(presented, scope)
+            principal = store.verify_cached(presented, scope)
+            if principal is None:
+                principal = await run_in_threadpool(store.verify, presented, scope)
+            return principal
         except AuthError as exc:
             raise HTTPException(
                 exc.status, exc.message, headers=CHALLENGE if exc.status == 401 else None

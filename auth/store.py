@@ -60,6 +60,11 @@ class ApiKeyStore(Protocol):
         """The key's principal, or raise ``AuthError`` (401 unknown/revoked, 403 scope)."""
         ...
 
+    def verify_cached(self, plaintext: str, required_scope: Scope) -> Principal | None:
+        """``verify`` from memory only (no I/O, for an event loop); None when it would
+        need the database."""
+        ...
+
 
 def api_keys_table(metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
@@ -163,18 +168,23 @@ class SqlApiKeyStore:
     # -- verification -------------------------------------------------------------------
 
     def verify(self, plaintext: str, required_scope: Scope) -> Principal:
-        principal = self._authenticate(plaintext)
-        if not principal.allows(required_scope):
-            raise AuthError(403, f"API key {principal.key_id} lacks the {required_scope} scope")
-        return principal
+        return _allowed(self._authenticate(plaintext), required_scope)
+
+    def verify_cached(self, plaintext: str, required_scope: Scope) -> Principal | None:
+        principal = self._cached(hashlib.sha256(plaintext.encode("utf-8", "replace")).digest())
+        return None if principal is None else _allowed(principal, required_scope)
+
+    def _cached(self, digest: bytes) -> Principal | None:
+        with self._cache_lock:
+            cached = self._cache.get(digest)
+        return cached[1] if cached is not None and cached[0] > self._clock() else None
 
     def _authenticate(self, plaintext: str) -> Principal:
         digest = hashlib.sha256(plaintext.encode("utf-8", "replace")).digest()
+        cached = self._cached(digest)
+        if cached is not None:
+            return cached
         now = self._clock()
-        with self._cache_lock:
-            cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
         principal = self._lookup(plaintext)
         with self._cache_lock:
             if len(self._cache) >= _CACHE_MAX_ENTRIES:
@@ -209,3 +219,9 @@ def _utc(value: datetime) -> datetime:
 
 def _utc_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else _utc(value)
+
+
+def _allowed(principal: Principal, required_scope: Scope) -> Principal:
+    if not principal.allows(required_scope):
+        raise AuthError(403, f"API key {principal.key_id} lacks the {required_scope} scope")
+    return principal

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from read_api.cursor import InvalidCursorError
 from read_api.deps import AnalystPrincipal, StoreDep, WantedPositions
 from read_api.freshness import freshness
-from read_api.models import AssessmentPublic, AssessmentRunPublic, AssessmentRunsPublic
+from read_api.models import AssessmentPublic, AssessmentRunPublic, AssessmentRunsPublic, respond
 from read_api.routes.customers import AUTH_RESPONSES, Cursor, Limit, _422, _error
 
 router = APIRouter(prefix="/v1/assessments", tags=["assessments"])
@@ -28,16 +28,18 @@ def list_assessments(
     wanted: WantedPositions,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> AssessmentRunsPublic:
+) -> Response:
     """Assessment runs, newest first (`completed_at`, then `run_id`); no summaries."""
     try:
         page = store.assessments(limit=limit, after=cursor)
     except InvalidCursorError as exc:
         raise HTTPException(_422, f"invalid cursor: {exc}") from None
-    return AssessmentRunsPublic(
-        data=[AssessmentRunPublic(**r) for r in page.rows],
-        next_cursor=page.next_cursor,
-        freshness=freshness(store.topic, page.positions, wanted),
+    return respond(
+        AssessmentRunsPublic(
+            data=[AssessmentRunPublic(**r) for r in page.rows],
+            next_cursor=page.next_cursor,
+            freshness=freshness(store.topic, page.positions, wanted),
+        )
     )
 
 
@@ -48,12 +50,12 @@ def list_assessments(
 )
 def get_latest_assessment(
     _principal: AnalystPrincipal, store: StoreDep, wanted: WantedPositions
-) -> AssessmentPublic:
+) -> Response:
     """The newest assessment run with its summary."""
     run, positions = store.assessment(None)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no assessment has run yet")
-    return AssessmentPublic(**run, freshness=freshness(store.topic, positions, wanted))
+    return respond(AssessmentPublic(**run, freshness=freshness(store.topic, positions, wanted)))
 
 
 @router.get(
@@ -63,9 +65,9 @@ def get_latest_assessment(
 )
 def get_assessment(
     _principal: AnalystPrincipal, store: StoreDep, wanted: WantedPositions, run_id: RunId
-) -> AssessmentPublic:
+) -> Response:
     """One assessment run with its summary."""
     run, positions = store.assessment(run_id)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"assessment run {run_id} not found")
-    return AssessmentPublic(**run, freshness=freshness(store.topic, positions, wanted))
+    return respond(AssessmentPublic(**run, freshness=freshness(store.topic, positions, wanted)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from privacy.protect import Protector
 from read_api.cursor import InvalidCursorError
@@ -22,6 +22,7 @@ from read_api.models import (
     IdentifierPublic,
     TimelineEventPublic,
     TimelinePublic,
+    respond,
 )
 from read_api.store import CustomerSort
 from schemas import IDENTIFIER_KINDS, Channel, normalize_email, normalize_phone
@@ -118,7 +119,7 @@ def search_customers(
     ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> CustomersPublic:
+) -> Response:
     """Find customers by identifier, name prefix, segment membership, RFM segment or
     value tier; keyset pages, stable under inserts."""
     node = identifier_node(identifier, store.protector) if identifier is not None else None
@@ -136,10 +137,12 @@ def search_customers(
         )
     except InvalidCursorError as exc:
         raise HTTPException(_422, f"invalid cursor: {exc}") from None
-    return CustomersPublic(
-        data=[CustomerSummaryPublic(**row) for row in page.rows],
-        next_cursor=page.next_cursor,
-        freshness=freshness(store.topic, page.positions, wanted),
+    return respond(
+        CustomersPublic(
+            data=[CustomerSummaryPublic(**row) for row in page.rows],
+            next_cursor=page.next_cursor,
+            freshness=freshness(store.topic, page.positions, wanted),
+        )
     )
 
 
@@ -150,17 +153,21 @@ def search_customers(
 )
 def get_customer(
     _principal: ReadPrincipal, store: StoreDep, wanted: WantedPositions, customer_id: CustomerId
-) -> Customer360Public:
+) -> Response:
     """The single customer view. A merged id answers with its survivor (`resolved_from`).
     An erased customer (`erased_at`) has no name and no personal identifiers."""
     found = store.customer(customer_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
-    return Customer360Public(
-        **found.row,
-        resolved_from=found.resolved_from,
-        identifiers=[IdentifierPublic(kind=k, value=v, shared=s) for k, v, s in found.identifiers],
-        freshness=freshness(store.topic, found.positions, wanted),
+    return respond(
+        Customer360Public(
+            **found.row,
+            resolved_from=found.resolved_from,
+            identifiers=[
+                IdentifierPublic(kind=k, value=v, shared=s) for k, v, s in found.identifiers
+            ],
+            freshness=freshness(store.topic, found.positions, wanted),
+        )
     )
 
 
@@ -181,7 +188,7 @@ def get_timeline(
     ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> TimelinePublic:
+) -> Response:
     """The customer's events, newest first (`occurred_at` desc, then `event_id`), their
     personal data opened; an erased customer's events hold hashes and `[redacted]`."""
     try:
@@ -196,12 +203,14 @@ def get_timeline(
         raise HTTPException(_422, f"invalid cursor: {exc}") from None
     if live is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
-    return TimelinePublic(
-        customer_id=live,
-        resolved_from=None if live == customer_id else customer_id,
-        data=[TimelineEventPublic(**row) for row in page.rows],
-        next_cursor=page.next_cursor,
-        freshness=freshness(store.topic, page.positions, wanted),
+    return respond(
+        TimelinePublic(
+            customer_id=live,
+            resolved_from=None if live == customer_id else customer_id,
+            data=[TimelineEventPublic(**row) for row in page.rows],
+            next_cursor=page.next_cursor,
+            freshness=freshness(store.topic, page.positions, wanted),
+        )
     )
 
 
@@ -212,16 +221,18 @@ def get_timeline(
 )
 def get_customer_segments(
     _principal: ReadPrincipal, store: StoreDep, wanted: WantedPositions, customer_id: CustomerId
-) -> CustomerSegmentsPublic:
+) -> Response:
     """The customer's segment memberships, current (`member`) and left, by segment id."""
     live, rows, positions = store.customer_segments(customer_id)
     if live is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
-    return CustomerSegmentsPublic(
-        customer_id=live,
-        resolved_from=None if live == customer_id else customer_id,
-        data=[CustomerSegmentPublic(**r) for r in rows],
-        freshness=freshness(store.topic, positions, wanted),
+    return respond(
+        CustomerSegmentsPublic(
+            customer_id=live,
+            resolved_from=None if live == customer_id else customer_id,
+            data=[CustomerSegmentPublic(**r) for r in rows],
+            freshness=freshness(store.topic, positions, wanted),
+        )
     )
 
 
@@ -232,14 +243,16 @@ def get_customer_segments(
 )
 def get_customer_campaigns(
     _principal: ReadPrincipal, store: StoreDep, wanted: WantedPositions, customer_id: CustomerId
-) -> CustomerCampaignsPublic:
+) -> Response:
     """The campaigns that targeted or reached the customer and its responses, newest first."""
     live, rows, positions = store.customer_campaigns(customer_id)
     if live is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} not found")
-    return CustomerCampaignsPublic(
-        customer_id=live,
-        resolved_from=None if live == customer_id else customer_id,
-        data=[CustomerCampaignPublic(**r) for r in rows],
-        freshness=freshness(store.topic, positions, wanted),
+    return respond(
+        CustomerCampaignsPublic(
+            customer_id=live,
+            resolved_from=None if live == customer_id else customer_id,
+            data=[CustomerCampaignPublic(**r) for r in rows],
+            freshness=freshness(store.topic, positions, wanted),
+        )
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Body, HTTPException, Path, status
+from fastapi import APIRouter, Body, HTTPException, Path, Response, status
 
 from privacy.subject import request_erasure
 from read_api.deps import AdminPrincipal, EventLogDep, StoreDep
@@ -20,6 +20,7 @@ from read_api.models import (
     ErasureRequestIn,
     ErrorPublic,
     SubjectExportPublic,
+    respond,
 )
 
 router = APIRouter(prefix="/v1/customers", tags=["privacy"])
@@ -56,7 +57,7 @@ def request_customer_erasure(
     event_log: EventLogDep,
     customer_id: CustomerId,
     body: Annotated[ErasureRequestIn | None, Body()] = None,
-) -> ErasureRequestedPublic:
+) -> Response:
     """Ask for the customer (a live or merged id) to be erased: their data keys are
     destroyed and every projection redacted by the processor. Cannot be undone."""
     live = store.resolve(customer_id)
@@ -70,8 +71,11 @@ def request_customer_erasure(
         reason=asked.reason,
         requested_by=asked.requested_by,
     )
-    return ErasureRequestedPublic(
-        customer_id=live, request_id=str(event.event_id), status="requested"
+    return respond(
+        ErasureRequestedPublic(
+            customer_id=live, request_id=str(event.event_id), status="requested"
+        ),
+        status.HTTP_202_ACCEPTED,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from read_api.cursor import InvalidCursorError
 from read_api.deps import ReadPrincipal, StoreDep, WantedPositions
@@ -18,6 +18,7 @@ from read_api.models import (
     SegmentsPublic,
     SegmentSummaryPublic,
     SegmentVersionPublic,
+    respond,
 )
 from read_api.routes.customers import AUTH_RESPONSES, Cursor, Limit, _422, _error
 
@@ -34,14 +35,14 @@ def _not_found(segment_id: str) -> HTTPException:
 
 
 @router.get("", response_model=SegmentsPublic, responses=AUTH_RESPONSES)
-def list_segments(
-    _principal: ReadPrincipal, store: StoreDep, wanted: WantedPositions
-) -> SegmentsPublic:
+def list_segments(_principal: ReadPrincipal, store: StoreDep, wanted: WantedPositions) -> Response:
     """Every segment, active and retired: its latest version and current member count."""
     rows, positions = store.segments()
-    return SegmentsPublic(
-        data=[SegmentSummaryPublic(**r) for r in rows],
-        freshness=freshness(store.topic, positions, wanted),
+    return respond(
+        SegmentsPublic(
+            data=[SegmentSummaryPublic(**r) for r in rows],
+            freshness=freshness(store.topic, positions, wanted),
+        )
     )
 
 
@@ -50,15 +51,17 @@ def list_segments(
 )
 def get_segment(
     _principal: ReadPrincipal, store: StoreDep, wanted: WantedPositions, segment_id: SegmentId
-) -> SegmentPublic:
+) -> Response:
     """The segment's latest version and the history of its definition (every version)."""
     latest, versions, positions = store.segment(segment_id)
     if latest is None:
         raise _not_found(segment_id)
-    return SegmentPublic(
-        **latest,
-        history=[SegmentVersionPublic(**v) for v in versions],
-        freshness=freshness(store.topic, positions, wanted),
+    return respond(
+        SegmentPublic(
+            **latest,
+            history=[SegmentVersionPublic(**v) for v in versions],
+            freshness=freshness(store.topic, positions, wanted),
+        )
     )
 
 
@@ -74,7 +77,7 @@ def get_segment_members(
     segment_id: SegmentId,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> SegmentMembersPublic:
+) -> Response:
     """Current members of the segment's latest version, by customer id."""
     try:
         found = store.segment_members(segment_id, limit=limit, after=cursor)
@@ -83,12 +86,14 @@ def get_segment_members(
     if found is None:
         raise _not_found(segment_id)
     version, page = found
-    return SegmentMembersPublic(
-        segment_id=segment_id,
-        version=version,
-        data=[SegmentMemberPublic(**r) for r in page.rows],
-        next_cursor=page.next_cursor,
-        freshness=freshness(store.topic, page.positions, wanted),
+    return respond(
+        SegmentMembersPublic(
+            segment_id=segment_id,
+            version=version,
+            data=[SegmentMemberPublic(**r) for r in page.rows],
+            next_cursor=page.next_cursor,
+            freshness=freshness(store.topic, page.positions, wanted),
+        )
     )
 
 
@@ -104,7 +109,7 @@ def get_segment_history(
     segment_id: SegmentId,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> SegmentHistoryPublic:
+) -> Response:
     """Customers entering and leaving the segment, newest first (`occurred_at`, `event_id`)."""
     try:
         page = store.segment_history(segment_id, limit=limit, after=cursor)
@@ -112,9 +117,11 @@ def get_segment_history(
         raise HTTPException(_422, f"invalid cursor: {exc}") from None
     if page is None:
         raise _not_found(segment_id)
-    return SegmentHistoryPublic(
-        segment_id=segment_id,
-        data=[SegmentChangePublic(**r) for r in page.rows],
-        next_cursor=page.next_cursor,
-        freshness=freshness(store.topic, page.positions, wanted),
+    return respond(
+        SegmentHistoryPublic(
+            segment_id=segment_id,
+            data=[SegmentChangePublic(**r) for r in page.rows],
+            next_cursor=page.next_cursor,
+            freshness=freshness(store.topic, page.positions, wanted),
+        )
     )

@@ -155,6 +155,23 @@ def test_cache_hits_skip_the_database_and_last_used_is_recorded(
         store.verify(plaintext, Scope.INGEST)
 
 
+def test_verify_cached_answers_from_memory_only(store: SqlApiKeyStore, clock: Clock) -> None:
+    """What the services' event loops call before going to the database in a thread."""
+    key_id, reader = store.create("staff-tool", [Scope.READ])
+    assert store.verify_cached(reader, Scope.READ) is None  # never verified: needs the DB
+    store.verify(reader, Scope.READ)
+    cached = store.verify_cached(reader, Scope.READ)
+    assert cached is not None and cached.key_id == key_id
+    with pytest.raises(AuthError) as refused:
+        store.verify_cached(reader, Scope.ADMIN)
+    assert refused.value.status == 403
+    clock.now += auth.store.DEFAULT_CACHE_TTL_S + 1
+    assert store.verify_cached(reader, Scope.READ) is None  # expired: verify again
+    store.verify(reader, Scope.READ)
+    store.revoke(key_id)
+    assert store.verify_cached(reader, Scope.READ) is None  # revoked here: at once
+
+
 def test_list_shows_no_secret_and_reprs_hide_it(
     store: SqlApiKeyStore, caplog: pytest.LogCaptureFixture
 ) -> None:
