@@ -17,8 +17,8 @@ on the same machine, in the same run, against the same PostgreSQL server:
   record in the same transaction. Measured two ways, and the *faster* is the baseline:
   the library's ``ProjectionRunner`` (subscription to the application's notification
   log; one transaction per event, as its ``Projection.process_event`` works), and a
-  batched follower on the library's own API (``select_notifications`` 2,000 at a time,
-  ``mapper.to_domain_event``, one transaction per 2,000 events with one tracking
+  batched follower on the library's own API (``select_notifications`` 20,000 at a time,
+  ``mapper.to_domain_event``, one transaction per 20,000 events with one tracking
   record: the same batch size as LoopCRM's ``catch_up``).
 * **LoopCRM projection**: the same events appended to a fresh Kafka topic with
   ``KafkaEventLog`` (1,000 a batch), then ``projections.runner.catch_up`` into a fresh
@@ -65,7 +65,7 @@ from schemas import Envelope
 
 SECTION = "peer"
 APPEND_BATCH = 1_000
-PROJECTION_BATCH = 2_000
+PROJECTION_BATCH = 20_000  # projections.runner.catch_up's default
 _NAMESPACE = uuid.UUID("0b6c1f5e-3d2a-4f7b-9a41-6c8e2d5f7a90")
 _TIMEOUT_S = 1_800.0
 
@@ -301,7 +301,7 @@ def _peer_runner_projection(
 def _peer_batched_projection(
     env: dict[str, str], target: int, expected: tuple[int, int, Decimal]
 ) -> float:
-    """A follower on the library's API, 2,000 events a transaction; ev/s."""
+    """A follower on the library's API, PROJECTION_BATCH events a transaction; ev/s."""
     name = "peer_counters_batched"
     factory = PostgresFactory(Environment(name, env))
     view = factory.tracking_recorder(CustomerCounters)
