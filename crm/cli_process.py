@@ -47,7 +47,8 @@ def process(
         typer.Option(
             min=0.01,
             max=60.0,
-            help="seconds to wait for more events once the last batch is applied (a backlog fills batches at once)",
+            help="seconds to wait for more events once the last batch is applied "
+            "(a backlog fills batches at once)",
         ),
     ] = 0.05,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
