@@ -223,7 +223,7 @@ class ReadStore:
         return (
             {int(p): int(o) for p, o in (row["_positions"] or {}).items()},
             found,
-            row["_nodes"] or [] if found is not None else [],
+            (row["_nodes"] or []) if found is not None else [],
         )
 
     def _build_customer_query(self, pg: bool) -> sa.Select[Any]:
