@@ -294,7 +294,7 @@ class ReadStore:
             if key is not None:
                 query = query.where(sa.or_(at < key[0], sa.and_(at == key[0], event_id < key[1])))
             query = query.order_by(at.desc(), event_id.desc()).limit(limit + 1)
-            rows = [dict(r) for r in conn.execute(query).mappings()]
+            rows = _dicts(conn.execute(query))
         for r in rows:
             r["occurred_at"] = _utc(r["occurred_at"])
         next_cursor = None
@@ -374,7 +374,7 @@ class ReadStore:
             if last_id is not None:
                 query = query.where(cs.c.customer_id > last_id)
             query = query.order_by(cs.c.customer_id).limit(limit + 1)
-            rows = [dict(r) for r in conn.execute(query).mappings()]
+            rows = _dicts(conn.execute(query))
         for r in rows:
             r["since"] = _utc(r["since"])
         next_cursor = None
@@ -399,7 +399,7 @@ class ReadStore:
             if key is not None:
                 query = query.where(sa.or_(at < key[0], sa.and_(at == key[0], event_id < key[1])))
             query = query.order_by(at.desc(), event_id.desc()).limit(limit + 1)
-            rows = [dict(r) for r in conn.execute(query).mappings()]
+            rows = _dicts(conn.execute(query))
         for r in rows:
             r["occurred_at"] = _utc(r["occurred_at"])
             r["change"] = "entered" if r.pop("entered") else "exited"
@@ -419,14 +419,13 @@ class ReadStore:
             if live is None:
                 return None, [], positions
             cs = customer_segments
-            rows = [
-                dict(r)
-                for r in conn.execute(
+            rows = _dicts(
+                conn.execute(
                     sa.select(cs.c.segment_id, cs.c.version, cs.c.member, cs.c.since)
                     .where(cs.c.customer_id == live)
                     .order_by(cs.c.segment_id)
-                ).mappings()
-            ]
+                )
+            )
             names = {r["segment_id"]: r for r in _latest_segments(conn, None, with_counts=False)}
         for r in rows:
             r["since"] = _utc(r["since"])
@@ -445,9 +444,8 @@ class ReadStore:
             if live is None:
                 return None, [], positions
             cc, c = customer_campaigns, campaigns
-            rows = [
-                dict(r)
-                for r in conn.execute(
+            rows = _dicts(
+                conn.execute(
                     sa.select(
                         cc,
                         c.c.name,
@@ -456,8 +454,8 @@ class ReadStore:
                     )
                     .outerjoin(c, c.c.campaign_id == cc.c.campaign_id)
                     .where(cc.c.customer_id == live)
-                ).mappings()
-            ]
+                )
+            )
         out = []
         for r in rows:
             r.pop("customer_id")
@@ -497,14 +495,13 @@ class ReadStore:
             if found is None:
                 return None, [], positions
             cc = customer_campaigns
-            rows = [
-                dict(r)
-                for r in conn.execute(
+            rows = _dicts(
+                conn.execute(
                     sa.select(cc)
                     .where(cc.c.campaign_id == campaign_id, cc.c.target_group.is_not(None))
                     .order_by(cc.c.customer_id)
-                ).mappings()
-            ]
+                )
+            )
         return _campaign(found), rows, positions
 
     def assessments(self, *, limit: int, after: str | None) -> Page:
@@ -597,6 +594,13 @@ def _segment_version(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
         "defined_at": _utc(row["defined_at"]),
         "retired_at": _utc(row["retired_at"]),
     }
+
+
+def _dicts(result: sa.Result[Any]) -> list[dict[str, Any]]:
+    """The rows as dicts, the column names read once (``dict(row_mapping)`` builds a
+    keys view per row: ~14 us, 0.7 ms of a 50-row page)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def _campaign(row: RowMapping | Mapping[str, Any]) -> dict[str, Any]:
