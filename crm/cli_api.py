@@ -5,7 +5,6 @@ FastAPI and uvicorn are imported when the API is built, not when ``crm`` starts.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,6 +12,8 @@ import typer
 from crm.bootstrap import build_event_log, build_protector
 from crm.bootstrap_auth import build_api_key_store
 from crm.cli_process import LogLevel
+from crm.serving import Workers
+from crm.serving import serve as serve_app
 from crm.settings import Settings
 
 if TYPE_CHECKING:
@@ -55,9 +56,7 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65_535)] = 8000,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
-    workers: Annotated[
-        int, typer.Option(min=1, max=64, help="processes (one per core is a good start)")
-    ] = 1,
+    workers: Workers = 1,
 ) -> None:
     """Serve /v1/customers (API key with the read scope, admin for erasure and export:
     see `crm keys create`).
@@ -66,21 +65,12 @@ def serve(
     CRM_DATA_DIR/projections.sqlite3. Uvicorn's access log is off: it would print query
     strings, which hold identifiers; the API logs route templates only.
     """
-    import uvicorn
-
-    logging.basicConfig(
-        level=log_level.value.upper(), format="%(levelname)s: %(name)s: %(message)s"
-    )
-    target: FastAPI | str = (
-        build_read_api(Settings()) if workers == 1 else "crm.cli_api:app_from_settings"
-    )
-    uvicorn.run(
-        target,
-        factory=workers > 1,
-        workers=workers if workers > 1 else None,
+    serve_app(
+        app_from_settings,
+        "crm.cli_api:app_from_settings",
+        workers=workers,
         host=host,
         port=port,
-        log_level=log_level.value,
+        log_level=log_level,
         access_log=False,
-        proxy_headers=False,
     )

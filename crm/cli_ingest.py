@@ -5,7 +5,6 @@ FastAPI and uvicorn are imported when the gateway is built, not when ``crm`` sta
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated
@@ -16,6 +15,8 @@ from pydantic import Field
 from crm.bootstrap import build_event_log, build_raw_event_log
 from crm.bootstrap_auth import build_api_key_store
 from crm.cli_process import LogLevel
+from crm.serving import Workers
+from crm.serving import serve as serve_app
 from crm.settings import Settings
 from events.log import EventLog
 
@@ -85,9 +86,7 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65_535)] = 8080,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
-    workers: Annotated[
-        int, typer.Option(min=1, max=64, help="processes (one per core is a good start)")
-    ] = 1,
+    workers: Workers = 1,
 ) -> None:
     """Serve POST /v1/events (API key with the ingest scope: see `crm keys create`).
 
@@ -96,17 +95,11 @@ def serve(
     the embedded log. Limits: CRM_INGEST_MAX_BATCH, CRM_INGEST_MAX_EVENT_BYTES,
     CRM_INGEST_MAX_REQUEST_BYTES. Request bodies and keys are never logged.
     """
-    import uvicorn
-
-    logging.basicConfig(
-        level=log_level.value.upper(), format="%(levelname)s: %(name)s: %(message)s"
-    )
-    uvicorn.run(
-        gateway_from_settings() if workers == 1 else "crm.cli_ingest:gateway_from_settings",
-        factory=workers > 1,
-        workers=workers if workers > 1 else None,
+    serve_app(
+        gateway_from_settings,
+        "crm.cli_ingest:gateway_from_settings",
+        workers=workers,
         host=host,
         port=port,
-        log_level=log_level.value,
-        proxy_headers=False,
+        log_level=log_level,
     )

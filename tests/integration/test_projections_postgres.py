@@ -46,6 +46,25 @@ def _store(engine: sa.Engine, schema: str, **kwargs: Any) -> SqlProjectionStore:
     return store
 
 
+def _apply_concurrently(store: SqlProjectionStore, work: list[tuple[list[Any], int]]) -> None:
+    """One thread per (records, batch size), each applying its records in batches."""
+    errors: list[BaseException] = []
+
+    def apply(records: list[Any], size: int) -> None:
+        try:
+            for start in range(0, len(records), size):
+                store.apply_batch(TOPIC, records[start : start + size])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=apply, args=job) for job in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+
+
 def _rows(engine: sa.Engine, schema: str) -> dict[str, list[tuple[Any, ...]]]:
     mapped = engine.execution_options(schema_translate_map={None: schema})
     out = {}
@@ -71,21 +90,7 @@ def test_concurrent_workers_on_shared_customers_match_one_worker(engine: sa.Engi
     events = list(SyntheticTouchpoints(customers=120, seed=8).events(4_000))
     store = _store(engine, f"conc_{uuid.uuid4().hex[:8]}")
     parts = [as_records(events[i::2], partition=i) for i in (0, 1)]
-    errors: list[BaseException] = []
-
-    def work(records: list[Any]) -> None:
-        try:
-            for start in range(0, len(records), 100):
-                store.apply_batch(TOPIC, records[start : start + 100])
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(p,)) for p in parts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert not errors, errors
+    _apply_concurrently(store, [(parts[0], 100), (parts[1], 100)])
     assert projected(store) == expected(events, store.shared_threshold)
     assert store.checkpoints(TOPIC) == {0: len(parts[0]), 1: len(parts[1])}
 
@@ -120,24 +125,7 @@ def test_big_and_small_batches_of_concurrent_workers_match_one_worker(
     events = list(SyntheticTouchpoints(customers=600, seed=9).events(6_000))
     store = _store(engine, f"mixed_{uuid.uuid4().hex[:8]}")
     parts = [as_records(events[i::2], partition=i) for i in (0, 1)]
-    errors: list[BaseException] = []
-
-    def work(records: list[Any], size: int) -> None:
-        try:
-            for start in range(0, len(records), size):
-                store.apply_batch(TOPIC, records[start : start + size])
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [
-        threading.Thread(target=work, args=(parts[0], 2_000)),
-        threading.Thread(target=work, args=(parts[1], 50)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert not errors, errors
+    _apply_concurrently(store, [(parts[0], 2_000), (parts[1], 50)])
     assert projected(store) == expected(events, store.shared_threshold)
     assert store.checkpoints(TOPIC) == {0: len(parts[0]), 1: len(parts[1])}
 
