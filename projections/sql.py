@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ _JSON_CODEC: dict[str, Any] = {
 }
 
 
-COPY_THRESHOLD = 500
+COPY_THRESHOLD = 50
 """Row counts from which a PostgreSQL insert goes through COPY into a staging table."""
 
 
@@ -118,6 +119,8 @@ def insert_new(
     if not rows:
         return []
     if is_postgres(conn):
+        if len(rows) >= COPY_THRESHOLD:
+            return _pg_copy_insert(conn, table, rows, keys, replace=False, returning=True)
         return _pg_execute_values(conn, table, rows, keys, replace=False, returning=True)
     inserted: list[tuple[Any, ...]] = []
     for chunk in _row_chunks(table, rows):
@@ -190,37 +193,58 @@ def _pg_copy_insert(
     keys: Sequence[str],
     *,
     replace: bool,
-) -> None:
-    """COPY the rows into a temporary staging table, then one INSERT ... SELECT with the
-    same ON CONFLICT as ``_pg_execute_values``: several times faster for large batches."""
+    returning: bool = False,
+) -> list[tuple[Any, ...]]:
+    """COPY the rows into a staging table, then one INSERT ... SELECT with the same
+    ON CONFLICT as ``_pg_execute_values``: several times faster for large batches (no
+    SQL text to parse per value, no per-row ``mogrify``).
+
+    The staging table is a temporary table of the session, emptied at every commit
+    (``ON COMMIT DELETE ROWS``): creating it in every transaction (``ON COMMIT DROP``)
+    wrote the system catalogs each time, ~1.5 ms per table per batch. ``IF NOT EXISTS``
+    keeps it right on a new connection, after a rollback, and behind a pooler.
+    """
     columns, name, names, conflict, action = _insert_parts(conn, table, rows, keys, replace)
     digest = hashlib.blake2b(",".join(c.name for c in columns).encode(), digest_size=4)
     stage = f'"stage_{table.name}_{digest.hexdigest()}"'
-    json_columns = {c.name for c in columns if isinstance(c.type, sa.JSON)}
-    buffer = io.StringIO()
-    for row in rows:
-        buffer.write(
-            "\t".join(
-                _copy_text(_json_text(row[c.name]) if c.name in json_columns else row[c.name])
-                for c in columns
-            )
-        )
-        buffer.write("\n")
-    buffer.seek(0)
+    buffer = io.StringIO(_copy_lines(columns, rows))
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DROP "
-            f"AS SELECT {names} FROM {name} WITH NO DATA"
+        cursor.execute(  # one round trip; DELETE: it may have been used in this transaction
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS "
+            f"AS SELECT {names} FROM {name} WITH NO DATA;"
+            f"DELETE FROM {stage}"
         )
-        cursor.execute(f"TRUNCATE {stage}")
         cursor.copy_expert(f"COPY {stage} ({names}) FROM STDIN", buffer)
-        cursor.execute(
+        sql = (
             f"INSERT INTO {name} ({names}) SELECT {names} FROM {stage} "
             f"ON CONFLICT ({conflict}) {action}"
         )
+        if not returning:
+            cursor.execute(sql)
+            return []
+        cursor.execute(f"{sql} RETURNING {conflict}")
+        return [tuple(r) for r in cursor.fetchall()]
     finally:
         cursor.close()
+
+
+def _copy_lines(columns: Sequence[sa.Column[Any]], rows: Sequence[dict[str, Any]]) -> str:
+    """The rows in COPY's text format (one ``map`` per row: the hot path of every batch)."""
+    get = operator.itemgetter(*(c.name for c in columns))
+    json_at = [i for i, c in enumerate(columns) if isinstance(c.type, sa.JSON)]
+    lines = []
+    for row in rows:
+        values = get(row)
+        if len(columns) == 1:
+            values = (values,)
+        if json_at:
+            values = list(values)
+            for i in json_at:
+                values[i] = _json_text(values[i])
+        lines.append("\t".join(map(_copy_text, values)))
+    lines.append("")
+    return "\n".join(lines)
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

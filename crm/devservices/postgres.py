@@ -51,7 +51,13 @@ from crm.devservices.errors import DevServiceError
 __all__ = ["DEFAULT_SETTINGS", "LocalPostgres"]
 
 ROOT_DATA_BASE = Path("/var/tmp/loopcrm-postgres")
-DEFAULT_SETTINGS: Mapping[str, str] = {"max_connections": "200", "shared_buffers": "256MB"}
+DEFAULT_SETTINGS: Mapping[str, str] = {
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    # data in RAM or on SSD: with the default 4.0 the planner reads a table of 50k
+    # identity nodes in full (6 ms) rather than look up a batch's 300 keys (1.5 ms)
+    "random_page_cost": "1.1",
+}
 """Server settings for a dev box; ``extra_settings`` override or extend them."""
 
 Progress = Callable[[str], None]

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from crm.devservices.testing import TestServices
 from projections import sql
-from projections.sql import RawJson, create_engine_for, insert_ignore, upsert
+from projections.sql import RawJson, create_engine_for, insert_ignore, insert_new, upsert
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +87,59 @@ def test_copy_and_values_paths_store_the_same(
     assert by_id[1][1] == "new\nline-replaced" and by_id[400][1].endswith("-first")
     assert by_id[650][1].endswith("-ignored") and by_id[0][1] is None
     assert by_id[8][5] == {"raw": 'a\\b"c\nd', "n": 8}
+
+
+def test_insert_new_returns_the_same_keys_on_both_paths(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``insert_new`` reports exactly the rows it inserted, through COPY as through VALUES."""
+    results = {}
+    for path, threshold in (("copy", 1), ("values", 10**9)):
+        schema = f"{path}_{uuid.uuid4().hex[:8]}"
+        monkeypatch.setattr(sql, "COPY_THRESHOLD", threshold)
+        mapped = engine.execution_options(schema_translate_map={None: schema})
+        try:
+            with mapped.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+                metadata.create_all(conn)
+                first = insert_new(conn, things, _rows(60, "a"), ["id"])
+                second = insert_new(conn, things, _rows(90, "b"), ["id"])  # same transaction
+            with mapped.begin() as conn:
+                third = insert_new(conn, things, _rows(120, "c"), ["id"])  # next transaction
+            results[path] = (sorted(first), sorted(second), sorted(third))
+        finally:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    assert results["copy"] == results["values"]
+    assert results["copy"] == (
+        [(i,) for i in range(60)],
+        [(i,) for i in range(60, 90)],
+        [(i,) for i in range(90, 120)],
+    )
+
+
+def test_a_rolled_back_batch_leaves_the_next_one_working(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staging table lives for the session; a transaction that failed after creating
+    it (so it is gone again) or after filling it (rows left behind) changes nothing."""
+    monkeypatch.setattr(sql, "COPY_THRESHOLD", 1)
+    engine.dispose()  # new sessions: the failing transaction is the one creating the stage
+    schema = f"stage_{uuid.uuid4().hex[:8]}"
+    mapped = engine.execution_options(schema_translate_map={None: schema})
+    try:
+        with mapped.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            metadata.create_all(conn)
+        with pytest.raises(sa.exc.IntegrityError), mapped.begin() as conn:
+            insert_ignore(conn, things, _rows(10, "rolled back"), ["id"])
+            conn.execute(sa.insert(things), [{"id": 0}])  # duplicate key: the batch fails
+        for _ in range(2):
+            with mapped.begin() as conn:
+                insert_ignore(conn, things, _rows(5, "kept"), ["id"])
+        with mapped.connect() as conn:
+            names = conn.execute(sa.select(things.c.name).order_by(things.c.id)).scalars().all()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    assert len(names) == 5 and all(n is None or n.endswith("-kept") for n in names)
