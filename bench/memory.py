@@ -138,7 +138,7 @@ def run(ctx: BenchContext) -> list[Figure]:
 
     def how(r: ProcessorRun) -> str:
         return (
-            f"crm process (default --batch-size 2000) projecting {r.events:,} events "
+            f"crm process (default --batch-size 10,000) projecting {r.events:,} events "
             f"({EVENTS_PER_CUSTOMER}/customer) appended while it ran, caught up in "
             f"{r.seconds:.0f}s ({r.events / r.seconds:.0f} ev/s incl. appending); VmHWM"
         )
