@@ -409,7 +409,7 @@ def main(
             console.log(f"[red]chart failed: {type(exc).__name__}: {exc}")
         document["chart"] = chart_path.name if charted else None
         save()
-    shutil.rmtree(workdir, ignore_errors=True)
+    pass  # DEBUG shutil.rmtree(workdir, ignore_errors=True)
 
     console.print(figures_table(results))
     console.print(status_table(results))

@@ -93,6 +93,32 @@ def machine() -> dict[str, Any]:
     }
 
 
+def descendants(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children, their children, and so on (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def peak_rss_tree_mib(pid: int) -> float | None:
+    """``peak_rss_mib`` of a process plus all its descendants (e.g. ``crm process`` and
+    its projector's child process): each one's own peak, summed."""
+    own = peak_rss_mib(pid)
+    if own is None:
+        return None
+    return own + sum(peak_rss_mib(child) or 0.0 for child in descendants(pid))
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """Peak resident memory of a running process (Linux ``VmHWM``), in MiB."""
     try:

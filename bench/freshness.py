@@ -290,6 +290,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     try:
         key, key_id = procs.create_read_key(t)
         procs.wait_http(api, f"{url}/healthz")
+        procs.wait_log(processor, "starting at checkpoints")  # its tables exist by then
         warm = log.append_records(records[:WARMUP])
         ends: dict[int, int] = {}
         for pos in warm:

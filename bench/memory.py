@@ -1,4 +1,5 @@
-"""Peak memory of the processes under test (Linux ``VmHWM`` from /proc).
+"""Peak memory of the processes under test (Linux ``VmHWM`` from /proc, summed over a
+process and its children: `crm process` applies batches in a child process).
 
 Processor: ``crm process`` starts on an empty fresh topic and schema; once it has its
 partitions its peak RSS so far is the idle baseline. Then a population (N customers,
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from bench import procs
-from bench.core import BenchContext, Figure, peak_rss_mib
+from bench.core import BenchContext, Figure, peak_rss_tree_mib
 from bench.read_api import EVENTS_PER_CUSTOMER, lean_load, wait_idle
 from events.kafka import KafkaEventLog
 from producers.synthetic import SyntheticTouchpoints
@@ -50,7 +51,7 @@ def populations(ctx: BenchContext) -> tuple[int, int]:
 
 
 def _rss(pid: int) -> float:
-    value = peak_rss_mib(pid)
+    value = peak_rss_tree_mib(pid)
     if value is None:
         raise RuntimeError(f"no /proc/{pid}/status: the process is gone")
     return value
@@ -140,7 +141,8 @@ def run(ctx: BenchContext) -> list[Figure]:
         return (
             f"crm process (default --batch-size 10,000) projecting {r.events:,} events "
             f"({EVENTS_PER_CUSTOMER}/customer) appended while it ran, caught up in "
-            f"{r.seconds:.0f}s ({r.events / r.seconds:.0f} ev/s incl. appending); VmHWM"
+            f"{r.seconds:.0f}s ({r.events / r.seconds:.0f} ev/s incl. appending); "
+            "VmHWM of the worker and its projector process, summed"
         )
 
     return [

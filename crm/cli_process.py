@@ -51,6 +51,13 @@ def process(
             "(a backlog fills batches at once)",
         ),
     ] = 0.05,
+    child_process: Annotated[
+        bool,
+        typer.Option(
+            "--child-process/--in-process",
+            help="apply batches in a child process (its own GIL, away from faust's threads)",
+        ),
+    ] = True,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
 ) -> None:
     """Project the event topic into the database until SIGTERM or Ctrl-C.
@@ -70,6 +77,7 @@ def process(
         group_id=workers_group,
         batch_size=batch_size,
         batch_wait=batch_wait,
+        child_process=child_process,
         log_level=log_level.value,
     )
 

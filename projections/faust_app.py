@@ -16,7 +16,9 @@ meaningful; nothing reads those commits back. Partitions never applied start at 
 log keeps every event). A restarted or rebalanced worker therefore resumes exactly at
 the database checkpoint, and the projector skips whatever is delivered twice.
 
-All projector calls run on one thread per worker, in order, off the event loop.
+All projector calls run on one thread per worker, in order, off the event loop; with
+``child_process`` that thread hands them to the projector in a child process, whose GIL
+faust's threads do not share.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from events.log import LogRecord
+from projections.child_process import ChildProcessProjector
 from projections.processing import BatchProjector, ProcessorSettings
 
 __all__ = [
@@ -91,6 +94,8 @@ class Projection:
     def close(self) -> None:
         """Wait for the call in progress (its transaction commits or rolls back)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if isinstance(self.projector, ChildProcessProjector):
+            self.projector.close()
 
     async def _until_done(self, what: str, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -222,17 +227,25 @@ def build_app(
     group_id: str = DEFAULT_GROUP_ID,
     batch_size: int = 10_000,
     batch_wait: float = 0.05,
+    child_process: bool = False,
     options: Mapping[str, Any] | None = None,
 ) -> ProjectionApp:
     """A faust app projecting ``settings.topic`` in batches, as consumer group ``group_id``.
 
-    ``options`` overrides faust settings (tests shorten session timeouts with it).
+    ``child_process``: the projector runs in a child process (``ChildProcessProjector``;
+    ``projector_factory`` and ``settings`` must pickle). ``options`` overrides faust
+    settings (tests shorten session timeouts with it).
     """
     if not settings.kafka_bootstrap:
         raise ValueError("the Kafka stream processor needs CRM_KAFKA_BOOTSTRAP")
     datadir = settings.data_dir / "faust"  # faust creates only the last folder itself
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    projection = Projection(projector_factory(settings), settings.topic)
+    projector: BatchProjector = (
+        ChildProcessProjector(projector_factory, settings)
+        if child_process
+        else projector_factory(settings)
+    )
+    projection = Projection(projector, settings.topic)
     app = ProjectionApp(
         group_id,
         projection=projection,
@@ -271,6 +284,7 @@ def run_worker(
     group_id: str = DEFAULT_GROUP_ID,
     batch_size: int = 10_000,
     batch_wait: float = 0.05,
+    child_process: bool = False,
     log_level: str = "info",
     options: Mapping[str, Any] | None = None,
 ) -> None:
@@ -284,6 +298,7 @@ def run_worker(
         group_id=group_id,
         batch_size=batch_size,
         batch_wait=batch_wait,
+        child_process=child_process,
         options=options,
     )
     worker = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False)

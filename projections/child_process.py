@@ -1,0 +1,110 @@
+"""A ``BatchProjector`` that runs another one in a child process.
+
+faust's consumer works in threads of the worker's process (its event loop and
+aiokafka's), and they share Python's GIL with the projector's thread: a live batch took
+about twice as long as the same batch applied alone. In a child process the projector
+has an interpreter, a GIL and, on a multi-core machine, a core of its own; the worker
+sends it each batch (pickled records) and waits.
+
+The child ignores SIGINT and SIGTERM: the worker stops it after its graceful stop, so a
+batch in progress ends with its commit. If the child dies anyway (killed, out of
+memory), the call fails, its transaction has rolled back, and the next call starts a new
+child (the worker retries failed calls), which resumes from the checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Generic, TypeVar
+
+from events.log import LogRecord
+from projections.processing import BatchProjector
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+_projector: BatchProjector | None = None  # in the child
+
+
+def _start(factory: Callable[[Any], BatchProjector], settings: Any, log_level: int) -> None:
+    global _projector
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(
+        level=log_level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+    )
+    _projector = factory(settings)
+
+
+def _child() -> BatchProjector:
+    assert _projector is not None, "the child process was not started with a projector"
+    return _projector
+
+
+def _checkpoints(topic: str) -> dict[int, int]:
+    return _child().checkpoints(topic)
+
+
+def _apply_batch(topic: str, records: Sequence[LogRecord]) -> int:
+    return _child().apply_batch(topic, records)
+
+
+def _publish_outbox() -> int:
+    return _child().publish_outbox()
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+class ChildProcessProjector(Generic[S]):
+    """``factory(settings)`` built and called in one child process (spawned, so
+    ``factory`` and ``settings`` must pickle: a module-level function and a settings
+    object)."""
+
+    def __init__(self, factory: Callable[[S], BatchProjector], settings: S) -> None:
+        self._args = (factory, settings, logging.getLogger().getEffectiveLevel())
+        self._pool = self._new_pool()
+        self.child_pid()  # build the projector now (it creates its tables), as in-process
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start,
+            initargs=self._args,
+        )
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return self._pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            log.error("the projector's child process died; the next call starts a new one")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            raise
+
+    def checkpoints(self, topic: str) -> dict[int, int]:
+        return self._call(_checkpoints, topic)
+
+    def apply_batch(self, topic: str, records: Sequence[LogRecord]) -> int:
+        return self._call(_apply_batch, topic, list(records))
+
+    def publish_outbox(self) -> int:
+        return self._call(_publish_outbox)
+
+    def child_pid(self) -> int:
+        """The child's process id (starting it if needed)."""
+        return self._call(_pid)
+
+    def close(self) -> None:
+        """Stop the child after the call in progress."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,88 @@
+"""``ChildProcessProjector`` runs a projector in a child process: calls and records go
+there and back intact, the child outlives SIGTERM, and a dead child is replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+from events.log import LogRecord
+from projections.child_process import ChildProcessProjector
+
+
+class CountingProjector:
+    """Remembers, per partition, the offset after the last record applied (in memory)."""
+
+    def __init__(self, start: dict[int, int]) -> None:
+        self.next_offsets = dict(start)
+        self.published = 0
+
+    def checkpoints(self, topic: str) -> dict[int, int]:
+        return dict(self.next_offsets)
+
+    def apply_batch(self, topic: str, records: Sequence[LogRecord]) -> int:
+        for r in records:
+            assert r.topic == topic and r.value == f"v{r.offset}".encode()
+            self.next_offsets[r.partition] = r.offset + 1
+        self.published += len(records)
+        return len(records)
+
+    def publish_outbox(self) -> int:
+        published, self.published = self.published, 0
+        return published
+
+
+def counting(start: dict[int, int]) -> CountingProjector:
+    return CountingProjector(start)
+
+
+def _records(partition: int, offsets: range) -> list[LogRecord]:
+    return [
+        LogRecord("t", partition, o, 0, b"k", f"v{o}".encode(), (("h", b"x"),)) for o in offsets
+    ]
+
+
+@pytest.fixture
+def projector() -> Iterator[ChildProcessProjector[dict[int, int]]]:
+    projector = ChildProcessProjector(counting, {5: 7})
+    yield projector
+    projector.close()
+
+
+def test_calls_run_in_a_child_built_from_the_factory(
+    projector: ChildProcessProjector[dict[int, int]],
+) -> None:
+    child = projector.child_pid()
+    assert child != os.getpid()
+    assert projector.checkpoints("t") == {5: 7}  # the settings reached the factory
+    assert projector.apply_batch("t", _records(0, range(3))) == 3
+    assert projector.apply_batch("t", _records(2, range(10, 15))) == 5
+    assert projector.checkpoints("t") == {5: 7, 0: 3, 2: 15}
+    assert projector.publish_outbox() == 8
+    assert projector.child_pid() == child  # one child for every call
+
+
+def test_the_child_ignores_sigterm(projector: ChildProcessProjector[dict[int, int]]) -> None:
+    """A process manager signalling the whole group must not kill a batch midway: the
+    worker stops the child itself after its graceful stop."""
+    child = projector.child_pid()
+    os.kill(child, signal.SIGTERM)
+    os.kill(child, signal.SIGINT)
+    assert projector.apply_batch("t", _records(1, range(2))) == 2
+    assert projector.child_pid() == child
+
+
+def test_a_dead_child_fails_one_call_and_is_replaced(
+    projector: ChildProcessProjector[dict[int, int]],
+) -> None:
+    child = projector.child_pid()
+    projector.apply_batch("t", _records(0, range(4)))
+    os.kill(child, signal.SIGKILL)
+    with pytest.raises(BrokenProcessPool):
+        projector.apply_batch("t", _records(0, range(4, 6)))
+    assert projector.checkpoints("t") == {5: 7}  # a new child, built afresh
+    assert projector.child_pid() != child
