@@ -70,8 +70,10 @@ class ChildProcessProjector(Generic[S]):
     ``factory`` and ``settings`` must pickle: a module-level function and a settings
     object)."""
 
-    def __init__(self, factory: Callable[[S], BatchProjector], settings: S) -> None:
-        self._args = (factory, settings, logging.getLogger().getEffectiveLevel())
+    def __init__(
+        self, factory: Callable[[S], BatchProjector], settings: S, log_level: int = logging.INFO
+    ) -> None:
+        self._args = (factory, settings, log_level)
         self._pool = self._new_pool()
         self.child_pid()  # build the projector now (it creates its tables), as in-process
 

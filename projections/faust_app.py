@@ -228,6 +228,7 @@ def build_app(
     batch_size: int = 10_000,
     batch_wait: float = 0.05,
     child_process: bool = False,
+    log_level: str = "info",
     options: Mapping[str, Any] | None = None,
 ) -> ProjectionApp:
     """A faust app projecting ``settings.topic`` in batches, as consumer group ``group_id``.
@@ -241,7 +242,9 @@ def build_app(
     datadir = settings.data_dir / "faust"  # faust creates only the last folder itself
     datadir.parent.mkdir(parents=True, exist_ok=True)
     projector: BatchProjector = (
-        ChildProcessProjector(projector_factory, settings)
+        ChildProcessProjector(
+            projector_factory, settings, logging.getLevelNamesMapping()[log_level.upper()]
+        )
         if child_process
         else projector_factory(settings)
     )
@@ -299,6 +302,7 @@ def run_worker(
         batch_size=batch_size,
         batch_wait=batch_wait,
         child_process=child_process,
+        log_level=log_level,
         options=options,
     )
     worker = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False)
