@@ -231,13 +231,13 @@ def _pg_copy_insert(
 
 def _copy_lines(columns: Sequence[sa.Column[Any]], rows: Sequence[dict[str, Any]]) -> str:
     """The rows in COPY's text format (one ``map`` per row: the hot path of every batch)."""
-    get = operator.itemgetter(*(c.name for c in columns))
+    names = [c.name for c in columns]
+    # itemgetter of one name returns the value itself, not a 1-tuple
+    get = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
     json_at = [i for i, c in enumerate(columns) if isinstance(c.type, sa.JSON)]
     lines = []
     for row in rows:
         values = get(row)
-        if len(columns) == 1:
-            values = (values,)
         if json_at:
             values = list(values)
             for i in json_at:
