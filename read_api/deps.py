@@ -13,7 +13,7 @@ from read_api.freshness import MAX_WAIT_MS, InvalidPositionError, PositionWatch,
 from read_api.store import ReadStore
 
 
-def get_store(request: Request) -> ReadStore:
+async def get_store(request: Request) -> ReadStore:
     store: ReadStore = request.app.state.store
     return store
 
@@ -24,7 +24,7 @@ AnalystPrincipal = Annotated[Principal, Depends(scope_dependency(Scope.ANALYST))
 AdminPrincipal = Annotated[Principal, Depends(scope_dependency(Scope.ADMIN))]
 
 
-def get_event_log(request: Request) -> EventLog:
+async def get_event_log(request: Request) -> EventLog:
     """The log the API appends requests to (erasures); 503 when it was built without one."""
     event_log: EventLog | None = request.app.state.event_log
     if event_log is None:
@@ -38,7 +38,7 @@ def get_event_log(request: Request) -> EventLog:
 EventLogDep = Annotated[EventLog, Depends(get_event_log)]
 
 
-def get_position_watch(request: Request) -> PositionWatch:
+async def get_position_watch(request: Request) -> PositionWatch:
     watch: PositionWatch = request.app.state.position_watch
     return watch
 

@@ -12,12 +12,12 @@ from producers.gateway.health import ReadinessCheck
 from producers.gateway.ingest import Ingestor
 
 
-def get_ingestor(request: Request) -> Ingestor:
+async def get_ingestor(request: Request) -> Ingestor:
     ingestor: Ingestor = request.app.state.ingestor
     return ingestor
 
 
-def get_readiness(request: Request) -> ReadinessCheck:
+async def get_readiness(request: Request) -> ReadinessCheck:
     check: ReadinessCheck = request.app.state.readiness
     return check
 
