@@ -29,7 +29,7 @@ from kafka import KafkaProducer
 
 from auth import Scope, SqlApiKeyStore
 from bench.core import BenchContext, Figure
-from bench.pipeline import chunks, delete_topics, past_year, rate
+from bench.pipeline import chunks, delete_topics, drop_schemas, past_year, rate
 from events.codec import encode_event, partition_for, to_record
 from events.kafka import KafkaEventLog
 from privacy.crypto import b64, new_key
@@ -63,6 +63,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         raw = max(first_raw, second_raw)
     finally:
         delete_topics(ctx.kafka_bootstrap, names.values())
+        drop_schemas(ctx.database_url, ctx.name("keys"))  # sdk_publisher's data keys
 
     def figure(name: str, value: float, target: str | None = None, notes: str = "") -> Figure:
         baseline_notes = f"raw: best of {first_raw:,.0f} and {second_raw:,.0f} ev/s (before/after)"

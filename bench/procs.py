@@ -20,11 +20,10 @@ from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from auth import Scope
 from bench.core import BenchContext
+from bench.pipeline import delete_topics, drop_schemas
 from crm.bootstrap_auth import build_api_key_store
 from crm.settings import Settings
 
@@ -232,34 +231,9 @@ def revoke_key(t: Target, key_id: str) -> None:
         build_api_key_store(t.settings()).revoke(key_id)
 
 
-def drop_schema(database_url: str, schema: str) -> None:
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        engine.dispose()
-
-
-def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    """Best effort: the broker may refuse (delete.topic.enable=false)."""
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="loopcrm-bench-cleanup")
-    except KafkaError:
-        return
-    try:
-        existing = set(admin.list_topics())
-        wanted = [name for name in topics if name in existing]
-        if wanted:
-            admin.delete_topics(wanted, timeout_ms=10_000)
-    except KafkaError:
-        pass
-    finally:
-        admin.close()
-
-
 def cleanup(ctx: BenchContext, *targets: Target, extra_topics: tuple[str, ...] = ()) -> None:
-    for t in targets:
-        with contextlib.suppress(Exception):
-            drop_schema(ctx.database_url, t.schema)
+    """Drop the targets' schemas (projections and data keys) and topics."""
+    schemas = [s for t in targets for s in (t.schema, t.env["CRM_PRIVACY_SCHEMA"])]
+    with contextlib.suppress(Exception):
+        drop_schemas(ctx.database_url, *schemas)
     delete_topics(ctx.kafka_bootstrap, [t.topic for t in targets] + list(extra_topics))
