@@ -409,12 +409,16 @@ def main(
             console.log(f"[red]chart failed: {type(exc).__name__}: {exc}")
         document["chart"] = chart_path.name if charted else None
         save()
-    pass  # DEBUG shutil.rmtree(workdir, ignore_errors=True)
+    failed = any(r.status == "failed" for r in results)
+    if failed:  # the processes' logs help; the data keys in it are this run's throwaways
+        console.log(f"[yellow]kept {workdir} (process logs) for the failed section(s)")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
     console.print(figures_table(results))
     console.print(status_table(results))
     console.print(f"results: {results_path}" + (f", chart: {chart_path}" if charted else ""))
-    if any(r.status == "failed" for r in results):
+    if failed:
         raise typer.Exit(1)
 
 
