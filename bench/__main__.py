@@ -355,6 +355,7 @@ def main(
             sizes=sizes,
             workdir=workdir,
             quick=quick,
+            out=out,
             log=log,
         )
         console.log(

@@ -68,6 +68,7 @@ class BenchContext:
     sizes: Sizes
     workdir: Path
     quick: bool
+    out: Path | None = None  # where sections may write pictures of their own
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     log: Callable[[str], None] = print
 

@@ -18,11 +18,13 @@ Baseline: the same publisher at the same rate onto a raw topic, and a raw
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing as mp
 import queue
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,14 +47,19 @@ WAIT_MS = 5_000
 POLLERS = 16
 WARMUP = 100
 
+SETTLE_S = 5.0  # the p99 "after the first seconds" of a phase leaves this much out
+
 # (tag, t0 monotonic, partition, offset) | None to finish
 Sample = tuple[str, float, int, int]
+# (tag, seconds from append to visible or None if not within the cap, t0 monotonic)
+Measured = tuple[str, float | None, float]
 
 
 @dataclass
 class PhaseStats:
     rate: int
     seconds: float
+    started: float  # monotonic
     sent: int
     achieved_rate: float
     max_behind_s: float  # how far the publisher fell behind its schedule
@@ -90,20 +97,23 @@ def publish(
                 samples.put((tag, t0, pos.partition, pos.offset))
         sent = due
     elapsed = time.monotonic() - start
-    return PhaseStats(rate, seconds, sent, sent / elapsed if elapsed else 0.0, behind)
+    return PhaseStats(rate, seconds, start, sent, sent / elapsed if elapsed else 0.0, behind)
 
 
 # -- the poller: a separate process asking the read API -------------------------------
 
 
-def _poller_main(url: str, key: str, samples: Any, results: Any, cap_s: float) -> None:
-    results.put(asyncio.run(_poll(url, key, samples, cap_s)))
+def _poller_main(url: str, key: str, samples: Any, results: Any, ready: Any, cap_s: float) -> None:
+    results.put(asyncio.run(_poll(url, key, samples, ready, cap_s)))
 
 
-async def _poll(url: str, key: str, samples: Any, cap_s: float) -> list[tuple[str, float | None]]:
-    """Per sample: (tag, seconds from append to visible, or None if not within cap_s)."""
+async def _poll(url: str, key: str, samples: Any, ready: Any, cap_s: float) -> list[Measured]:
+    """Per sample: (tag, seconds from append to visible or None if not within cap_s, t0).
+
+    Sets ``ready`` once it has had an answer from the API: a sample published before
+    then would time the poller's own start-up (imports, connections), not the pipeline."""
     pending: dict[int, Sample] = {}
-    out: list[tuple[str, float | None]] = []
+    out: list[Measured] = []
     todo: asyncio.Queue[int] = asyncio.Queue()
     done_reading = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -111,10 +121,10 @@ async def _poll(url: str, key: str, samples: Any, cap_s: float) -> list[tuple[st
     def resolve(positions: Mapping[str, int], now: float) -> None:
         for sid, (tag, t0, p, o) in list(pending.items()):
             if positions.get(str(p), 0) >= o + 1:
-                out.append((tag, now - t0))
+                out.append((tag, now - t0, t0))
                 del pending[sid]
             elif now - t0 > cap_s:
-                out.append((tag, None))
+                out.append((tag, None, t0))
                 del pending[sid]
 
     async def reader() -> None:
@@ -155,6 +165,8 @@ async def _poll(url: str, key: str, samples: Any, cap_s: float) -> list[tuple[st
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=WAIT_MS / 1000 + 30
     ) as client:
+        (await client.get("/v1/customers", params={"limit": 1})).raise_for_status()
+        ready.set()
         tasks = [asyncio.create_task(worker(client)) for _ in range(POLLERS)]
         tasks.append(asyncio.create_task(probe(client)))
         await reader()
@@ -301,9 +313,11 @@ def run(ctx: BenchContext) -> list[Figure]:
         procs.wait_caught_up(engine, t, log.end_offsets, proc=processor, timeout=120)
 
         samples, results = spawn.Queue(), spawn.Queue()
-        poller = spawn.Process(target=_poller_main, args=(url, key, samples, results, cap_s))
+        ready = spawn.Event()
+        poller = spawn.Process(target=_poller_main, args=(url, key, samples, results, ready, cap_s))
         poller.start()
-        time.sleep(1.0)  # let the poller import and connect
+        if not ready.wait(timeout=120):
+            raise TimeoutError("the poller process had no answer from the read API in 120 s")
         offset = WARMUP
         for rate in RATES:
             ctx.log(f"freshness: publishing {rate} ev/s for {seconds:.0f}s")
@@ -334,7 +348,7 @@ def run(ctx: BenchContext) -> list[Figure]:
                 f"drained in {drain:.1f}s"
             )
         samples.put(None)
-        measured: list[tuple[str, float | None]] = results.get(timeout=cap_s + 60)
+        measured: list[Measured] = results.get(timeout=cap_s + 60)
     finally:
         if poller is not None:
             poller.join(10)
@@ -348,12 +362,24 @@ def run(ctx: BenchContext) -> list[Figure]:
         engine.dispose()
         procs.cleanup(ctx, t, extra_topics=(raw_topic,))
 
+    series = {
+        stats.rate: sorted(
+            (t0 - stats.started, s * 1e3)
+            for tag, s, t0 in measured
+            if tag == str(stats.rate) and s is not None
+        )
+        for stats in phases
+    }
+    chart = ctx.out / "freshness.png" if ctx.out is not None else None
+    if chart is not None and not _draw_over_time(series, chart):
+        chart = None
     figures: list[Figure] = []
     for stats in phases:
         rate = stats.rate
-        mine = [s * 1e3 for tag, s in measured if tag == str(rate) and s is not None]
-        missing = sum(1 for tag, s in measured if tag == str(rate) and s is None)
+        mine = [ms for _, ms in series[rate]]
+        missing = sum(1 for tag, s, _ in measured if tag == str(rate) and s is None)
         p50, p99, worst = _stats(mine)
+        settled = _stats([ms for at, ms in series[rate] if at >= SETTLE_S])[1]
         b50, b99, bmax = _stats(baseline[rate])
         info = lags[rate]
         notes = (
@@ -365,6 +391,10 @@ def run(ctx: BenchContext) -> list[Figure]:
             f"{info['processor_rate']:.0f} ev/s during the phase, lag at the end "
             f"{info['lag_at_end']:.0f} events, drained in {info['drain_s']:.1f}s"
         )
+        if not math.isnan(settled):
+            notes += f"; p99 after the phase's first {SETTLE_S:.0f} s: {settled:,.0f} ms"
+        if chart is not None:
+            notes += f"; latency over time: {chart.name}"
         if missing:
             notes += f"; {missing} samples not visible within {cap_s:.0f}s (left out)"
         if info["lag_at_end"] > rate * 2:
@@ -401,3 +431,28 @@ def run(ctx: BenchContext) -> list[Figure]:
             ),
         ]
     return figures
+
+
+def _draw_over_time(series: Mapping[int, Sequence[tuple[float, float]]], path: Path) -> bool:
+    """Publish -> visible of every sample against its time in the phase, one panel per
+    rate: a start-up transient, a steady tail and a growing backlog look different."""
+    if not any(series.values()):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(5.5 * len(series), 3.6), squeeze=False)
+    for ax, (rate, points) in zip(axes[0], series.items(), strict=True):
+        ax.scatter([t for t, _ in points], [ms for _, ms in points], s=4, color="#2b6cb0")
+        ax.set_title(f"publish -> visible at {rate:,} ev/s", fontsize=9)
+        ax.set_xlabel("seconds into the phase (publish time)", fontsize=8)
+        ax.set_ylabel("ms", fontsize=8)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
