@@ -181,11 +181,17 @@ class SqlProjectionStore:
     # -- lifecycle --------------------------------------------------------------------
 
     def create(self) -> None:
-        """Create the schema and tables if missing (idempotent)."""
+        """Create the schema, tables and indexes if missing (idempotent).
+
+        An index added in a later release is created on an existing schema too
+        (``create_all`` adds indexes only with their tables)."""
         with self.engine.begin() as conn:
             if self.schema:
                 conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
             metadata.create_all(conn)
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
 
     def checkpoints(self, topic: str) -> dict[int, int]:
         with self.engine.connect() as conn:

@@ -94,6 +94,9 @@ customers = Table(
     *fact_columns(),
     Index("customers_by_rfm_segment", "rfm_segment"),
     Index("customers_by_value_tier", "value_tier"),
+    # the read API's default customer list (newest activity first, keyset pages); the
+    # other sorts scan: an index per sort would slow every batch's upsert (~15% for 4)
+    Index("customers_by_last_seen", "last_seen", "customer_id"),
 )
 
 # A projection of the ``identity.merged`` events in the log (not of how a batch happened
