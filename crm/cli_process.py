@@ -45,12 +45,12 @@ def process(
     batch_wait: Annotated[
         float,
         typer.Option(
-            min=0.01,
+            min=0.0,
             max=60.0,
-            help="seconds to wait for more events once the last batch is applied "
-            "(a backlog fills batches at once)",
+            help="seconds to wait for more events once the projector is free (default: "
+            "none; what arrived while the last batch was applied is the next batch)",
         ),
-    ] = 0.05,
+    ] = 0.0,
     child_process: Annotated[
         bool,
         typer.Option(

@@ -39,6 +39,7 @@ from projections.processing import BatchProjector, ProcessorSettings
 
 __all__ = [
     "DEFAULT_GROUP_ID",
+    "Batches",
     "CheckpointConsumer",
     "Projection",
     "ProjectionApp",
@@ -120,6 +121,50 @@ class Projection:
             if failures:
                 log.warning("%s succeeded after %d failed attempts", what, failures)
             return result
+
+
+class Batches:
+    """Records waiting for the projector. The next batch is whatever arrived while the
+    last one was applied (up to ``max_size``), taken as soon as the projector is free.
+
+    faust's ``take_events`` waits its ``within`` after every batch and accepts no events
+    while one is applied; with the projector in a child process that left the child idle
+    for that wait, and a backlog drained in batches of what arrived within it.
+    ``linger`` keeps a short wait, once the projector is free, for more events to join.
+    """
+
+    def __init__(self, max_size: int, linger: float = 0.0) -> None:
+        self.max_size = max_size
+        self.linger = linger
+        self._records: list[LogRecord] = []
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def put(self, record: LogRecord) -> None:
+        """Add a record; waits while ``max_size`` records are waiting already."""
+        while len(self._records) >= self.max_size:
+            self._room.clear()
+            await self._room.wait()
+        self._records.append(record)
+        self._arrived.set()
+
+    async def take(self) -> list[LogRecord]:
+        """The next batch: at least one record, in log order per partition, once each
+        (a partition sought back after a rebalance may deliver a record twice)."""
+        await self._arrived.wait()
+        if self.linger and len(self._records) < self.max_size:
+            await asyncio.sleep(self.linger)
+        taken = self._records[: self.max_size]
+        del self._records[: self.max_size]
+        if not self._records:
+            self._arrived.clear()
+        self._room.set()
+        once = {(r.partition, r.offset): r for r in taken}
+        return [once[position] for position in sorted(once)]
 
 
 def _code_locations(exc: BaseException) -> str:
@@ -226,7 +271,7 @@ def build_app(
     *,
     group_id: str = DEFAULT_GROUP_ID,
     batch_size: int = 10_000,
-    batch_wait: float = 0.05,
+    batch_wait: float = 0.0,
     child_process: bool = False,
     log_level: str = "info",
     options: Mapping[str, Any] | None = None,
@@ -274,8 +319,22 @@ def build_app(
 
     @app.agent(events_topic, name="project_events", concurrency=1)
     async def project_events(stream: Any) -> None:
-        async for events in stream.take_events(batch_size, within=batch_wait):
-            await projection.apply([to_log_record(event.message) for event in events])
+        # Events are acked as they join a batch: faust's commits are informational, a
+        # restart resumes at the projector's checkpoints (see the module doc).
+        batches = Batches(batch_size, batch_wait)
+
+        async def apply_batches() -> None:
+            while True:
+                await projection.apply(await batches.take())
+
+        applier = asyncio.ensure_future(apply_batches())
+        try:
+            async for event in stream.events():
+                if applier.done():  # it only ends by cancellation; never wait on a dead one
+                    applier.result()
+                await batches.put(to_log_record(event.message))
+        finally:
+            applier.cancel()  # a batch being applied still commits (Projection.close)
 
     return app
 
@@ -286,7 +345,7 @@ def run_worker(
     *,
     group_id: str = DEFAULT_GROUP_ID,
     batch_size: int = 10_000,
-    batch_wait: float = 0.05,
+    batch_wait: float = 0.0,
     child_process: bool = False,
     log_level: str = "info",
     options: Mapping[str, Any] | None = None,
