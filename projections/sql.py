@@ -22,8 +22,11 @@ _JSON_CODEC: dict[str, Any] = {
 }
 
 
-COPY_THRESHOLD = 50
-"""Row counts from which a PostgreSQL insert goes through COPY into a staging table."""
+COPY_MIN_CELLS = 250
+"""Values (rows x columns) from which a PostgreSQL insert goes through COPY into a staging
+table: from 6 customer rows (47 columns), 125 identity edges (2). Below, one multi-row
+VALUES statement is cheaper; above, ``mogrify``-ing every value costs more than COPY's
+extra round trips (batches of 45 events: 34.6/35.6 -> 29.7/30.9 ms with 5 rows or more)."""
 
 
 class RawJson(str):
@@ -92,7 +95,7 @@ def _bulk_insert(
     if not rows:
         return
     if is_postgres(conn):
-        if len(rows) >= COPY_THRESHOLD:
+        if _copy_pays(rows):
             _pg_copy_insert(conn, table, rows, keys, replace=replace)
         else:
             _pg_execute_values(conn, table, rows, keys, replace=replace)
@@ -119,7 +122,7 @@ def insert_new(
     if not rows:
         return []
     if is_postgres(conn):
-        if len(rows) >= COPY_THRESHOLD:
+        if _copy_pays(rows):
             return _pg_copy_insert(conn, table, rows, keys, replace=False, returning=True)
         return _pg_execute_values(conn, table, rows, keys, replace=False, returning=True)
     inserted: list[tuple[Any, ...]] = []
@@ -184,6 +187,10 @@ def _pg_execute_values(
     finally:
         cursor.close()
     return [tuple(r) for r in result] if returning else []
+
+
+def _copy_pays(rows: Sequence[dict[str, Any]]) -> bool:
+    return len(rows) * len(rows[0]) >= COPY_MIN_CELLS
 
 
 def _pg_copy_insert(

@@ -58,7 +58,7 @@ def engine(services: TestServices) -> Iterator[sa.Engine]:
 
 
 def _load(engine: sa.Engine, schema: str, threshold: int, monkeypatch: pytest.MonkeyPatch) -> list:
-    monkeypatch.setattr(sql, "COPY_THRESHOLD", threshold)
+    monkeypatch.setattr(sql, "COPY_MIN_CELLS", threshold)
     mapped = engine.execution_options(schema_translate_map={None: schema})
     with mapped.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
@@ -96,7 +96,7 @@ def test_insert_new_returns_the_same_keys_on_both_paths(
     results = {}
     for path, threshold in (("copy", 1), ("values", 10**9)):
         schema = f"{path}_{uuid.uuid4().hex[:8]}"
-        monkeypatch.setattr(sql, "COPY_THRESHOLD", threshold)
+        monkeypatch.setattr(sql, "COPY_MIN_CELLS", threshold)
         mapped = engine.execution_options(schema_translate_map={None: schema})
         try:
             with mapped.begin() as conn:
@@ -123,7 +123,7 @@ def test_a_rolled_back_batch_leaves_the_next_one_working(
 ) -> None:
     """The staging table lives for the session; a transaction that failed after creating
     it (so it is gone again) or after filling it (rows left behind) changes nothing."""
-    monkeypatch.setattr(sql, "COPY_THRESHOLD", 1)
+    monkeypatch.setattr(sql, "COPY_MIN_CELLS", 1)
     engine.dispose()  # new sessions: the failing transaction is the one creating the stage
     schema = f"stage_{uuid.uuid4().hex[:8]}"
     mapped = engine.execution_options(schema_translate_map={None: schema})
