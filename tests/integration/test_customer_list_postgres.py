@@ -15,7 +15,7 @@ from crm.devservices.testing import TestServices
 from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore
 from projections.tables import customers
-from read_api.store import CustomerSort, ReadStore
+from read_api.store import CustomerSort, Page, ReadStore
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,18 @@ def schema(services: TestServices) -> Iterator[tuple[sa.Engine, str]]:
 
 def _indexes(engine: sa.Engine, schema: str) -> set[str]:
     return {i["name"] for i in sa.inspect(engine).get_indexes("customers", schema=schema)}
+
+
+def _newest_first(reader: ReadStore, after: str | None) -> Page:
+    """A page of the read API's default customer list (``sort=-last_seen``)."""
+    return reader.search(
+        node=None,
+        name_prefix=None,
+        sort=CustomerSort.LAST_SEEN,
+        descending=True,
+        limit=3,
+        after=after,
+    )
 
 
 def test_default_customer_list_uses_the_last_seen_index(schema: tuple[sa.Engine, str]) -> None:
@@ -71,22 +83,8 @@ def test_default_customer_list_uses_the_last_seen_index(schema: tuple[sa.Engine,
     reader = ReadStore(engine, "t", schema=name)
     sa.event.listen(engine, "before_cursor_execute", capture)
     try:
-        first = reader.search(
-            node=None,
-            name_prefix=None,
-            sort=CustomerSort.LAST_SEEN,
-            descending=True,
-            limit=3,
-            after=None,
-        )
-        second = reader.search(
-            node=None,
-            name_prefix=None,
-            sort=CustomerSort.LAST_SEEN,
-            descending=True,
-            limit=3,
-            after=first.next_cursor,
-        )
+        first = _newest_first(reader, after=None)
+        second = _newest_first(reader, after=first.next_cursor)
     finally:
         sa.event.remove(engine, "before_cursor_execute", capture)
     ids = [r["customer_id"] for r in first.rows + second.rows]
