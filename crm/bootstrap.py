@@ -82,6 +82,7 @@ def build_projection_store(
         publish=publish,
         clock=clock or _utcnow,
         protector=build_protector(settings),
+        async_commit=settings.projection_async_commit,
     )
     store.create()
     return store

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         description="an identifier linked to more than this many account ids, emails or "
         "phones is shared (a family phone, a till email) and links nobody",
     )
+    projection_async_commit: bool = Field(
+        default=True,
+        description="PostgreSQL: projection batches that derived no events commit without "
+        "waiting for the WAL flush (a database crash loses their last few hundred ms, "
+        "checkpoints included, and the processor applies them again from the log)",
+    )
     api_max_lag: int = Field(
         default=10_000, ge=0, description="/readyz fails when projections are further behind"
     )

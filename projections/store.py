@@ -164,13 +164,22 @@ class SqlProjectionStore:
         live: bool = True,
         clock: Clock = _utcnow,
         protector: Protector | None = None,
+        async_commit: bool = True,
     ) -> None:
         """``live=False`` for a rebuild: it must not wait for the replay switch lock, and
         takes no closed-loop decisions (they are in the log already). ``clock`` is "now"
         for segment rules such as "within the last 90 days". ``protector`` opens sealed
         personal data, hashes personal identifiers and destroys keys on erasure; without
-        it identifiers are matched as they come (tests of plain events)."""
+        it identifiers are matched as they come (tests of plain events).
+
+        ``async_commit`` (PostgreSQL): a batch that derived no events commits without
+        waiting for its WAL flush (``synchronous_commit = off``). The projections are
+        rebuilt from the log: if PostgreSQL crashes, it loses the last few hundred ms of
+        such batches together with their checkpoints, never half a batch, and the
+        processor applies them again. A batch with derived events or dead letters
+        commits durably, because its outbox goes to Kafka right after."""
         self.live = live
+        self.async_commit = async_commit
         self.protector = protector
         self.schema = schema if is_postgres(engine) else None
         self.engine = engine.execution_options(schema_translate_map={None: self.schema})
@@ -242,7 +251,10 @@ class SqlProjectionStore:
             try:
                 with collection_paused(), self.engine.begin() as conn:
                     batch = self._batch(conn)
-                    return batch.run(topic, records)
+                    applied = batch.run(topic, records)
+                    if self.async_commit and not batch.derived and is_postgres(conn):
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    return applied
             except DBAPIError as exc:
                 code = getattr(exc.orig, "pgcode", None)
                 if code not in _RETRYABLE or attempt == 9:
@@ -360,6 +372,7 @@ class _Batch:
         self.exclusive = False  # holds BATCH_LOCK exclusively: no finer locks needed
         self.timeline_rows: list[dict[str, Any]] = []
         self.outbox_rows: list[dict[str, Any]] = []
+        self.derived = False  # rows went to the outbox: commit durably
 
     def run(self, topic: str, records: Sequence[LogRecord]) -> int:
         if self.live and is_postgres(self.conn):
@@ -1103,6 +1116,7 @@ class _Batch:
         self._redact_erased()
         if self.outbox_rows:
             conn.execute(sa.insert(outbox), self.outbox_rows)
+            self.derived = True
         self.redirect.clear()
         self.timeline_rows, self.outbox_rows, self.alias_rows = [], [], []
         self.history_rows = []
