@@ -97,6 +97,7 @@ class ReadStore:
         self.topic = topic
         self.protector = protector
         self._customer_query: sa.Select[Any] | None = None
+        self._members_queries: dict[bool, sa.Select[Any]] = {}  # by "has a cursor"
         self.schema = schema if engine.dialect.name == "postgresql" else None
         self.engine = (
             engine
@@ -221,20 +222,24 @@ class ReadStore:
         row = conn.execute(self._customer_query, {"customer_id": customer_id}).mappings().one()
         found = row if row["customer_id"] is not None else None
         return (
-            {int(p): int(o) for p, o in (row["_positions"] or {}).items()},
+            _positions_of(row["_positions"]),
             found,
             (row["_nodes"] or []) if found is not None else [],
+        )
+
+    def _positions_column(self, pg: bool) -> sa.Label[Any]:
+        """The checkpoints of ``topic`` as one JSON object column (``_positions``)."""
+        object_agg = sa.func.json_object_agg if pg else sa.func.json_group_object
+        return (
+            sa.select(object_agg(checkpoints.c.partition, checkpoints.c.next_offset, type_=sa.JSON))
+            .where(checkpoints.c.topic == self.topic)
+            .scalar_subquery()
+            .label("_positions")
         )
 
     def _build_customer_query(self, pg: bool) -> sa.Select[Any]:
         json_array = sa.func.json_build_array if pg else sa.func.json_array
         array_agg = sa.func.json_agg if pg else sa.func.json_group_array
-        object_agg = sa.func.json_object_agg if pg else sa.func.json_group_object
-        positions = (
-            sa.select(object_agg(checkpoints.c.partition, checkpoints.c.next_offset, type_=sa.JSON))
-            .where(checkpoints.c.topic == self.topic)
-            .scalar_subquery()
-        )
         nodes = (
             sa.select(
                 array_agg(
@@ -248,12 +253,10 @@ class ReadStore:
             .scalar_subquery()
         )
         one = sa.select(sa.literal(1).label("one")).subquery()
-        query = sa.select(
-            positions.label("_positions"), nodes.label("_nodes"), *customers.c
-        ).select_from(
-            one.outerjoin(customers, customers.c.customer_id == sa.bindparam("customer_id"))
-        )
-        return query
+        found = one.outerjoin(customers, customers.c.customer_id == sa.bindparam("customer_id"))
+        return sa.select(
+            self._positions_column(pg), nodes.label("_nodes"), *customers.c
+        ).select_from(found)
 
     def timeline(
         self,
@@ -354,27 +357,22 @@ class ReadStore:
         """(latest version, its current members by customer id); None if unknown."""
         kind = f"segment-members:{segment_id}"
         last_id = cursor.decode(after, kind, int)[1] if after is not None else None
+        paged = last_id is not None
+        query = self._members_queries.get(paged)
+        if query is None:
+            pg = self.engine.dialect.name == "postgresql"
+            query = self._members_queries[paged] = self._build_members_query(pg, paged)
+        params = {"segment_id": segment_id, "after": last_id, "n": limit + 1}
         with self.engine.connect() as conn:
-            positions = self._positions(conn)
-            version = _latest_version(conn, segment_id)
-            if version is None:
-                return None
-            cs, c = customer_segments, customers
-            query = (
-                sa.select(
-                    cs.c.customer_id,
-                    cs.c.since,
-                    c.c.display_name,
-                    c.c.rfm_segment,
-                    c.c.value_tier,
-                )
-                .join(c, c.c.customer_id == cs.c.customer_id)
-                .where(cs.c.segment_id == segment_id, cs.c.version == version, cs.c.member)
-            )
-            if last_id is not None:
-                query = query.where(cs.c.customer_id > last_id)
-            query = query.order_by(cs.c.customer_id).limit(limit + 1)
-            rows = _dicts(conn.execute(query))
+            rows = _dicts(conn.execute(query, params))
+            if rows:  # one round trip: the page carries the version and the positions
+                positions, version = _positions_of(rows[0]["_positions"]), rows[0]["_version"]
+                for r in rows:
+                    del r["_positions"], r["_version"]
+            else:
+                positions, version = self._positions(conn), _latest_version(conn, segment_id)
+                if version is None:
+                    return None
         for r in rows:
             r["since"] = _utc(r["since"])
         next_cursor = None
@@ -382,6 +380,34 @@ class ReadStore:
             rows = rows[:limit]
             next_cursor = cursor.encode(kind, version, rows[-1]["customer_id"])
         return version, Page(rows, next_cursor, positions)
+
+    def _build_members_query(self, pg: bool, paged: bool) -> sa.Select[Any]:
+        """At most ``:n`` current members of the latest version of ``:segment_id`` (if
+        ``paged``, after ``:after``), each row with ``_positions`` and ``_version``."""
+        cs, c, sd = customer_segments, customers, segment_definitions
+        version = (
+            sa.select(sa.func.max(sd.c.version))
+            .where(sd.c.segment_id == sa.bindparam("segment_id"))
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(
+                self._positions_column(pg),
+                version.label("_version"),
+                cs.c.customer_id,
+                cs.c.since,
+                c.c.display_name,
+                c.c.rfm_segment,
+                c.c.value_tier,
+            )
+            .join(c, c.c.customer_id == cs.c.customer_id)
+            .where(
+                cs.c.segment_id == sa.bindparam("segment_id"), cs.c.version == version, cs.c.member
+            )
+        )
+        if paged:
+            query = query.where(cs.c.customer_id > sa.bindparam("after"))
+        return query.order_by(cs.c.customer_id).limit(sa.bindparam("n", type_=sa.Integer))
 
     def segment_history(self, segment_id: str, *, limit: int, after: str | None) -> Page | None:
         """Entered/exited events of the segment, newest first; None if the segment is unknown."""
@@ -535,6 +561,11 @@ class ReadStore:
             positions = self._positions(conn)
             row = conn.execute(query).mappings().first()
         return (None if row is None else _run(row)), positions
+
+
+def _positions_of(column: Mapping[str, Any] | None) -> dict[int, int]:
+    """A ``_positions`` JSON column as {partition: next offset}."""
+    return {int(p): int(o) for p, o in (column or {}).items()}
 
 
 def _latest_version(conn: Connection, segment_id: str) -> int | None:
