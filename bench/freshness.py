@@ -371,8 +371,13 @@ def run(ctx: BenchContext) -> list[Figure]:
         for stats in phases
     }
     chart = ctx.out / "freshness.png" if ctx.out is not None else None
-    if chart is not None and not _draw_over_time(series, chart):
-        chart = None
+    if chart is not None:
+        try:
+            drawn = _draw_over_time(series, chart)
+        except Exception as exc:  # a chart must not cost the figures
+            ctx.log(f"freshness chart failed: {type(exc).__name__}: {exc}")
+            drawn = False
+        chart = chart if drawn else None
     figures: list[Figure] = []
     for stats in phases:
         rate = stats.rate
