@@ -249,12 +249,8 @@ class SqlProjectionStore:
         """Apply records in one transaction with their checkpoints; returns records applied."""
         for attempt in range(10):
             try:
-                with collection_paused(), self.engine.begin() as conn:
-                    batch = self._batch(conn)
-                    applied = batch.run(topic, records)
-                    if self.async_commit and not batch.derived and is_postgres(conn):
-                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    return applied
+                with collection_paused():
+                    return self._apply_once(topic, records)
             except DBAPIError as exc:
                 code = getattr(exc.orig, "pgcode", None)
                 if code not in _RETRYABLE or attempt == 9:
@@ -262,6 +258,17 @@ class SqlProjectionStore:
                 log.info("batch conflicted with another worker (%s); retrying", code)
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _apply_once(self, topic: str, records: Sequence[LogRecord]) -> int:
+        """One attempt. The batch's objects are freed when this returns, before
+        ``collection_paused`` collects the young generations (which would otherwise
+        walk all of them: 33 ms for 5,000 events)."""
+        with self.engine.begin() as conn:
+            batch = self._batch(conn)
+            applied = batch.run(topic, records)
+            if self.async_commit and not batch.derived and is_postgres(conn):
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            return applied
 
     def _batch(self, conn: Connection) -> _Batch:
         return _Batch(
