@@ -116,6 +116,7 @@ IGNORED_TYPES = frozenset({"identity.split"})  # history of the projection itsel
 SWITCH_LOCK = "crm:replay-switch"
 BATCH_LOCK = "crm:projection-batch"
 FINE_LOCKS_MAX = 1_000
+OUTBOX_RECHECK_S = 5.0  # how often publish_outbox looks for rows it did not write
 _RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
 _DEFINITIONS = (SegmentDefined, SegmentRetired, CampaignLaunched, AssessmentCompleted)
 _TICK = timedelta(milliseconds=1)
@@ -186,6 +187,10 @@ class SqlProjectionStore:
         self.shared_threshold = shared_threshold
         self.clock = clock
         self._publish = publish
+        # Whether the outbox may hold rows: at start (a previous run's), after a batch
+        # derived events; and when it was last found empty (see ``publish_outbox``).
+        self._outbox_pending = True
+        self._outbox_checked = 0.0
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -266,7 +271,9 @@ class SqlProjectionStore:
         with self.engine.begin() as conn:
             batch = self._batch(conn)
             applied = batch.run(topic, records)
-            if self.async_commit and not batch.derived and is_postgres(conn):
+            if batch.derived:
+                self._outbox_pending = True
+            elif self.async_commit and is_postgres(conn):
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             return applied
 
@@ -287,6 +294,7 @@ class SqlProjectionStore:
                 ).all()
                 if not rows:
                     return applied
+                self._outbox_pending = True
                 self._batch(conn).run_deferred(rows)
                 for row in rows:
                     conn.execute(
@@ -298,8 +306,16 @@ class SqlProjectionStore:
                 applied += len(rows)
 
     def publish_outbox(self) -> int:
-        """Append pending derived events and dead letters to the log; returns how many."""
+        """Append pending derived events and dead letters to the log; returns how many.
+
+        After a batch that derived nothing it skips the query (a transaction per batch),
+        unless ``OUTBOX_RECHECK_S`` passed since the outbox was last found empty: rows
+        can also come from elsewhere (another worker that failed before publishing,
+        the live outbox a replay carries over)."""
         if self._publish is None:
+            return 0
+        now = time.monotonic()
+        if not self._outbox_pending and now - self._outbox_checked < OUTBOX_RECHECK_S:
             return 0
         published = 0
         while True:
@@ -313,6 +329,7 @@ class SqlProjectionStore:
                     else sa.select(outbox).order_by(outbox.c.seq).limit(1_000)
                 ).all()
                 if not rows:
+                    self._outbox_pending, self._outbox_checked = False, now
                     return published
                 by_target: dict[str, list[OutgoingRecord]] = defaultdict(list)
                 for row in rows:
