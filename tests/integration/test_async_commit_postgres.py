@@ -3,37 +3,18 @@ they wrote to the outbox (derived events, dead letters), which goes to Kafka nex
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from crm.devservices.testing import TestServices
 from events.log import LogRecord
 from producers.synthetic import SyntheticTouchpoints
-from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore
 from projections.tables import outbox
 from tests.projection_harness import TOPIC, as_records
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def engine(services: TestServices) -> Iterator[sa.Engine]:
-    engine = create_engine_for(services.database_url, None)  # type: ignore[arg-type]
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def schema(engine: sa.Engine) -> Iterator[str]:
-    name = f"asyncc_{uuid.uuid4().hex[:8]}"
-    yield name
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
 
 
 def _commit_settings(engine: sa.Engine) -> list[str]:

@@ -4,25 +4,16 @@ whole topic into a fresh schema that must reproduce every loop table row for row
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from crm.devservices.testing import TestServices
 from events.kafka import KafkaEventLog
-from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore, outbox_publisher
 from tests.closed_loop import Clock, rebuild_matches, run_two_cycles
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def engine(services: TestServices) -> Iterator[sa.Engine]:
-    engine = create_engine_for(services.database_url, None)  # type: ignore[arg-type]
-    yield engine
-    engine.dispose()
 
 
 def test_two_cycles_on_kafka_and_postgres_and_a_replay_reproduces_them(

@@ -3,16 +3,12 @@ PostgreSQL, also on a schema created before the index existed."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from crm.devservices.testing import TestServices
-from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore
 from projections.tables import customers
 from read_api.store import CustomerSort, Page, ReadStore
@@ -20,16 +16,6 @@ from read_api.store import CustomerSort, Page, ReadStore
 pytestmark = pytest.mark.integration
 
 INDEX = "customers_by_last_seen"
-
-
-@pytest.fixture
-def schema(services: TestServices) -> Iterator[tuple[sa.Engine, str]]:
-    engine = create_engine_for(services.database_url, None)  # type: ignore[arg-type]
-    name = f"custlist_{uuid.uuid4().hex[:8]}"
-    yield engine, name
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-    engine.dispose()
 
 
 def _indexes(engine: sa.Engine, schema: str) -> set[str]:
@@ -48,15 +34,14 @@ def _newest_first(reader: ReadStore, after: str | None) -> Page:
     )
 
 
-def test_default_customer_list_uses_the_last_seen_index(schema: tuple[sa.Engine, str]) -> None:
-    engine, name = schema
-    store = SqlProjectionStore(engine, schema=name)
+def test_default_customer_list_uses_the_last_seen_index(engine: sa.Engine, schema: str) -> None:
+    store = SqlProjectionStore(engine, schema=schema)
     store.create()
     with engine.begin() as conn:  # a schema from before the index: create() adds it
-        conn.execute(sa.text(f'DROP INDEX "{name}"."{INDEX}"'))
-    assert INDEX not in _indexes(engine, name)
+        conn.execute(sa.text(f'DROP INDEX "{schema}"."{INDEX}"'))
+    assert INDEX not in _indexes(engine, schema)
     store.create()
-    assert INDEX in _indexes(engine, name)
+    assert INDEX in _indexes(engine, schema)
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
     rows = [
@@ -72,7 +57,7 @@ def test_default_customer_list_uses_the_last_seen_index(schema: tuple[sa.Engine,
     ]
     with store.engine.begin() as conn:
         conn.execute(sa.insert(customers), rows)
-        conn.execute(sa.text(f'ANALYZE "{name}".customers'))
+        conn.execute(sa.text(f'ANALYZE "{schema}".customers'))
 
     statements: list[tuple[str, Any]] = []
 
@@ -80,7 +65,7 @@ def test_default_customer_list_uses_the_last_seen_index(schema: tuple[sa.Engine,
         if "ORDER BY" in statement:
             statements.append((statement, params))
 
-    reader = ReadStore(engine, "t", schema=name)
+    reader = ReadStore(engine, "t", schema=schema)
     sa.event.listen(engine, "before_cursor_execute", capture)
     try:
         first = _newest_first(reader, after=None)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +17,6 @@ from events.kafka import KafkaEventLog
 from producers.synthetic import SyntheticTouchpoints
 from projections.replay import ReplaySource, rebuild
 from projections.runner import catch_up
-from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore, outbox_publisher
 from projections.tables import metadata
 from tests.projection_harness import TOPIC, as_records, expected, projected
@@ -31,13 +29,6 @@ ROW_TABLES = [
     "customer_aliases",
     "checkpoints",
 ]
-
-
-@pytest.fixture
-def engine(services: TestServices) -> Iterator[sa.Engine]:
-    engine = create_engine_for(services.database_url, None)  # type: ignore[arg-type]
-    yield engine
-    engine.dispose()
 
 
 def _store(engine: sa.Engine, schema: str, **kwargs: Any) -> SqlProjectionStore:

@@ -4,16 +4,14 @@ awkward values (tabs, newlines, backslashes, NULLs, unicode, JSON with escapes).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from crm.devservices.testing import TestServices
 from projections import sql
-from projections.sql import RawJson, create_engine_for, insert_ignore, insert_new, upsert
+from projections.sql import RawJson, insert_ignore, insert_new, upsert
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +46,6 @@ def _rows(n: int, salt: str) -> list[dict[str, Any]]:
         }
         for i in range(n)
     ]
-
-
-@pytest.fixture
-def engine(services: TestServices) -> Iterator[sa.Engine]:
-    engine = create_engine_for(services.database_url, None)  # type: ignore[arg-type]
-    yield engine
-    engine.dispose()
 
 
 def _load(engine: sa.Engine, schema: str, threshold: int, monkeypatch: pytest.MonkeyPatch) -> list:
