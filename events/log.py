@@ -97,6 +97,12 @@ class EventLog(Protocol):
         """Serialize, key and durably append events; see the module contract."""
         ...
 
+    def records_of(self, events: Sequence[Envelope]) -> list[OutgoingRecord]:
+        """The records ``append`` would write for ``events`` (serialized, keyed, sealed
+        on a door's log): CPU work, no I/O. ``append(events)`` is
+        ``append_records(records_of(events))``."""
+        ...
+
     def append_records(self, records: Sequence[OutgoingRecord]) -> list[Position]:
         """Durably append pre-serialized records (dead letters, replays of raw bytes)."""
         ...

@@ -81,7 +81,10 @@ class SqliteEventLog:
         return self._partitions
 
     def append(self, events: Sequence[Envelope]) -> list[Position]:
-        return self.append_records([to_record(event) for event in events])
+        return self.append_records(self.records_of(events))
+
+    def records_of(self, events: Sequence[Envelope]) -> list[OutgoingRecord]:
+        return [to_record(event) for event in events]
 
     def append_records(self, records: Sequence[OutgoingRecord]) -> list[Position]:
         if not records:

@@ -117,7 +117,10 @@ class SealingEventLog:
         return self.inner.partition_count()
 
     def append(self, events: Sequence[Envelope]) -> list[Position]:
-        return self.inner.append_records(self.protector.seal(events)) if events else []
+        return self.inner.append_records(self.records_of(events)) if events else []
+
+    def records_of(self, events: Sequence[Envelope]) -> list[OutgoingRecord]:
+        return self.protector.seal(events)
 
     def append_records(self, records: Sequence[OutgoingRecord]) -> list[Position]:
         return self.inner.append_records(records)

@@ -1,10 +1,12 @@
 """The ingest use case: decode a request body, validate every event, store, report.
 
-Runs synchronously (the route calls it in a worker thread): JSON decoding and
-validation of up to a thousand events is CPU work, and the log's ``append`` blocks
-until Kafka acknowledged. Contract:
+Runs synchronously (the route calls it in a worker thread): JSON decoding, validation
+and sealing of up to a thousand events is CPU work, and appending blocks until Kafka
+acknowledged. The CPU work of concurrent requests runs one at a time (under the GIL,
+more threads only add switching and lock contention: 8 concurrent batch requests
+were ~30% slower than one), while their waits for Kafka overlap. Contract:
 
-* Valid events are appended with ONE ``event_log.append`` call; invalid ones are
+* Valid events are appended with ONE ``event_log.append_records`` call; invalid ones are
   reported per index and appended to the dead-letter log as their original bytes (an
   array item re-serialized compactly) with headers ``crm-error`` (the reason) and
   ``crm-origin`` (``http:/v1/events#<index>``). A body that is not JSON is dead-lettered
@@ -19,6 +21,7 @@ until Kafka acknowledged. Contract:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +75,15 @@ class IngestOutcome:
     rejected: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A request's outcome and the records it must store before it is answered."""
+
+    outcome: IngestOutcome
+    records: list[OutgoingRecord]
+    letters: list[OutgoingRecord]
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -91,12 +103,18 @@ class Ingestor:
         self.deadletters_log = deadletters_log
         self.limits = limits
         self._clock = clock
+        self._cpu = threading.Lock()
 
     def ingest(self, body: bytes, kind: BodyKind) -> IngestOutcome:
-        with collection_paused():  # a thousand events' objects live until the answer
-            return self._ingest(body, kind)
+        with self._cpu, collection_paused():  # a thousand events' objects live till here
+            prepared = self._prepare(body, kind)
+        if prepared.letters:
+            self.deadletters_log.append_records(prepared.letters)
+        if prepared.records:
+            self.event_log.append_records(prepared.records)
+        return prepared.outcome
 
-    def _ingest(self, body: bytes, kind: BodyKind) -> IngestOutcome:
+    def _prepare(self, body: bytes, kind: BodyKind) -> _Prepared:
         items, single = self._decode(body, kind)
         recorded_at = self._clock()
         parse = parse_cloudevent if kind is not BodyKind.NATIVE else _parse_native
@@ -118,10 +136,7 @@ class Ingestor:
                 results.append(
                     {"index": index, "event_id": str(event.event_id), "status": "accepted"}
                 )
-        if letters:
-            self.deadletters_log.append_records(letters)
-        if accepted:
-            self.event_log.append(accepted)
+        records = self.event_log.records_of(accepted) if accepted else []
         if not letters:
             code = HTTPStatus.OK
         elif accepted:
@@ -129,7 +144,8 @@ class Ingestor:
         else:
             code = HTTPStatus.UNPROCESSABLE_ENTITY
         payload = {"accepted": len(accepted), "rejected": len(letters), "results": results}
-        return IngestOutcome(code, orjson.dumps(payload), len(accepted), len(letters))
+        outcome = IngestOutcome(code, orjson.dumps(payload), len(accepted), len(letters))
+        return _Prepared(outcome, records, letters)
 
     def _decode(self, body: bytes, kind: BodyKind) -> tuple[list[Any], bool]:
         """The events of the body, and whether it was a single object (not an array)."""

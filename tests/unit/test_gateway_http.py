@@ -48,6 +48,9 @@ class SwitchableLog:
             raise LogUnavailableError("Kafka did not acknowledge (simulated outage)")
         return self.inner.append(events)
 
+    def records_of(self, events: Sequence[Envelope]) -> list[OutgoingRecord]:
+        return self.inner.records_of(events)
+
     def append_records(self, records: Sequence[OutgoingRecord]) -> list[Position]:
         self.append_calls += 1
         if self.down:
