@@ -1,14 +1,16 @@
 """Ingest throughput: how fast events get into Kafka through each of LoopCRM's doors.
 
-Baseline: a bare kafka-python ``KafkaProducer`` with exactly the settings of
-:class:`events.kafka.KafkaEventLog`'s producer (``acks=all``, idempotence, linger,
-batch size) sending the same events, pre-serialised, then one ``flush``; measured before
-and after the others, the better of the two is the baseline. Compared:
+Baseline: a bare kafka-python ``KafkaProducer`` with the settings of
+:class:`events.kafka.KafkaEventLog`'s producer (``acks=all``, idempotence, batch and
+request sizes; linger 5 ms, as kafka-python needs to batch) sending the same events,
+pre-serialised, then one ``flush``; measured before and after the others, the better of
+the two is the baseline. Compared:
 
 * ``KafkaEventLog.append`` in batches of 1,000 (serialisation included);
-* the HTTP gateway as ``crm ingest serve`` runs it (uvicorn, own process, fresh SQLite
-  key store) with requests of 1, 100 and 1,000 events from a client in another process
-  over several connections;
+* the HTTP gateway as ``crm ingest serve --workers N`` runs it (uvicorn, one worker
+  process per core and at least 2, fresh SQLite key store) with requests of 1, 100 and
+  1,000 events from a client in another process over several connections; and with one
+  worker process at 1,000;
 * the SDK, ``Publisher.to_kafka`` (envelopes built and validated per event, batches of
   1,000).
 """
@@ -41,6 +43,7 @@ from schemas import Envelope
 SECTION = "ingest"
 RAW = "kafka-python producer"
 HTTP_TARGET = "≥ 25,000 ev/s and ≥ 0.7 of raw"
+GATEWAY_WORKERS = max(2, os.cpu_count() or 1)  # `crm ingest serve --workers`: one per core
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -55,7 +58,8 @@ def run(ctx: BenchContext) -> list[Figure]:
         ctx.log(f"raw producer: {first_raw:,.0f} ev/s")
         appended = event_log_append(ctx, names["log"], events)
         ctx.log(f"KafkaEventLog.append: {appended:,.0f} ev/s")
-        http = gateway(ctx, names["http"], names["dead"], events)
+        http = gateway(ctx, names["http"], names["dead"], events, GATEWAY_WORKERS, (1, 100, 1_000))
+        one = gateway(ctx, names["http"], names["dead"], events, 1, (1_000,))
         sdk = sdk_publisher(ctx, names["sdk"], events)
         ctx.log(f"SDK: {sdk:,.0f} ev/s")
         second_raw = raw_producer(ctx, names["raw"], events)
@@ -79,15 +83,17 @@ def run(ctx: BenchContext) -> list[Figure]:
         )
 
     figures = [figure("KafkaEventLog.append (batches of 1,000)", appended)]
-    for batch, (value, count) in http.items():
-        figures.append(
-            figure(
-                f"HTTP gateway, batch {batch:,}",
-                value,
-                HTTP_TARGET if batch == 1_000 else None,
-                f"{count:,} events, {http_concurrency(batch)} connections",
+    for workers, results in ((GATEWAY_WORKERS, http), (1, one)):
+        for batch, (value, count) in results.items():
+            figures.append(
+                figure(
+                    f"HTTP gateway, batch {batch:,}, {workers} worker process"
+                    + ("es" if workers > 1 else ""),
+                    value,
+                    HTTP_TARGET if batch == 1_000 and workers == GATEWAY_WORKERS else None,
+                    f"{count:,} events, {http_concurrency(batch)} connections",
+                )
             )
-        )
     figures.append(figure("SDK Publisher.to_kafka (batches of 1,000)", sdk))
     return figures
 
@@ -98,9 +104,15 @@ def run(ctx: BenchContext) -> list[Figure]:
 def raw_producer(ctx: BenchContext, topic: str, events: list[Envelope]) -> float:
     """A KafkaProducer with KafkaEventLog's own settings, pre-serialised records."""
     event_log = KafkaEventLog(ctx.kafka_bootstrap, topic, client_id="loopcrm-bench")
-    config: dict[str, Any] = dict(event_log._producer_config)  # exactly the adapter's settings
     partitions = event_log.partition_count()
     event_log.close()
+    config: dict[str, Any] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+    }
     records = [to_record(event) for event in events]
     keyed = [(r, partition_for(r.key, partitions) if r.key else 0) for r in records]
     producer = KafkaProducer(
@@ -195,10 +207,16 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def gateway(
-    ctx: BenchContext, topic: str, deadletters: str, events: list[Envelope]
+    ctx: BenchContext,
+    topic: str,
+    deadletters: str,
+    events: list[Envelope],
+    workers: int,
+    batches: tuple[int, ...],
 ) -> dict[int, tuple[float, int]]:
-    """Events/s of ``crm ingest serve`` per batch size: {batch: (ev/s, events sent)}."""
-    home = ctx.workdir / f"gateway_{ctx.run_id}"
+    """Events/s of ``crm ingest serve --workers`` per batch size: {batch: (ev/s, events
+    sent)}."""
+    home = ctx.workdir / f"gateway_{ctx.run_id}_{workers}"
     home.mkdir(parents=True, exist_ok=True)
     engine = create_engine_for(None, home / "auth.sqlite3")
     key = SqlApiKeyStore(engine).create("bench-ingest", [Scope.INGEST]).plaintext
@@ -221,6 +239,7 @@ def gateway(
     server_log = (home / "gateway.log").open("wb")
     command = [sys.executable, "-c", "from crm.cli import app; app()", "ingest", "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command += ["--workers", str(workers)]
     server = subprocess.Popen(
         command,
         cwd=home,
@@ -231,12 +250,12 @@ def gateway(
     results: dict[int, tuple[float, int]] = {}
     try:
         _wait_until_up(url, key, lines[:20], server, home / "gateway.log")
-        for batch in (1, 100, 1_000):
+        for batch in batches:
             source = singles if batch == 1 else everything
             outcome = _client(url, key, source, batch)
             sent = int(outcome["events"])
             results[batch] = (rate(sent, float(outcome["seconds"])), sent)
-            ctx.log(f"HTTP batch {batch:,}: {results[batch][0]:,.0f} ev/s")
+            ctx.log(f"HTTP batch {batch:,}, {workers} worker(s): {results[batch][0]:,.0f} ev/s")
     finally:
         server.terminate()
         try:

@@ -220,7 +220,7 @@ def _result(rate: float, total: int, latencies: list[float], errors: int, elapse
     )
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def read_response(reader: asyncio.StreamReader) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
@@ -266,7 +266,7 @@ async def _lean(
             i, raw = item
             try:
                 writer.write(raw)
-                status = await _read_response(reader)
+                status = await read_response(reader)
             except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 status = 0
                 writer.close()
