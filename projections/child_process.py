@@ -7,9 +7,12 @@ has an interpreter, a GIL and, on a multi-core machine, a core of its own; the w
 sends it each batch (pickled records) and waits.
 
 The child ignores SIGINT and SIGTERM: the worker stops it after its graceful stop, so a
-batch in progress ends with its commit. If the child dies anyway (killed, out of
-memory), the call fails, its transaction has rolled back, and the next call starts a new
-child (the worker retries failed calls), which resumes from the checkpoints.
+batch in progress ends with its commit. A worker killed outright (SIGKILL, the OOM
+killer) cannot stop it, so the child watches its parent and exits within a second of
+losing it (a batch in progress rolls back) instead of lingering with its connections.
+If the child dies (killed, out of memory), the call fails, its transaction has rolled
+back, and the next call starts a new child (the worker retries failed calls), which
+resumes from the checkpoints.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -32,16 +37,27 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 _projector: BatchProjector | None = None  # in the child
+PARENT_CHECK_S = 0.5
 
 
 def _start(factory: Callable[[Any], BatchProjector], settings: Any, log_level: int) -> None:
     global _projector
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
     logging.basicConfig(
         level=log_level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
     )
     _projector = factory(settings)
+
+
+def _exit_without(parent: int) -> None:
+    """Exit once ``parent`` is gone: an orphan is re-parented, so its parent pid changes."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    log.warning("the worker (pid %d) is gone: the projector child exits", parent)
+    os._exit(1)
 
 
 def _child() -> BatchProjector:

@@ -1,12 +1,17 @@
 """``ChildProcessProjector`` runs a projector in a child process: calls and records go
-there and back intact, the child outlives SIGTERM, and a dead child is replaced."""
+there and back intact, the child outlives SIGTERM, a dead child is replaced, and a child
+whose worker was killed exits."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +91,43 @@ def test_a_dead_child_fails_one_call_and_is_replaced(
         projector.apply_batch("t", _records(0, range(4, 6)))
     assert projector.checkpoints("t") == {5: 7}  # a new child, built afresh
     assert projector.child_pid() != child
+
+
+def test_the_child_exits_when_its_worker_is_killed(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer) gives the worker no chance to stop its child: the child
+    must notice and go, not linger holding memory and database connections."""
+    script = (
+        "import sys, time\n"
+        "from projections.child_process import ChildProcessProjector\n"
+        "from tests.unit.test_child_process import counting\n"
+        "projector = ChildProcessProjector(counting, {})\n"
+        "print(projector.child_pid(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=repo, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None
+        child = int(worker.stdout.readline())
+        os.kill(child, 0)  # alive
+        worker.kill()
+        worker.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child):
+            assert time.monotonic() < deadline, f"child {child} outlived its worker by 10 s"
+            time.sleep(0.1)
+    finally:
+        worker.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not reaped yet) is gone too
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
