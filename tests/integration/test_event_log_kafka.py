@@ -71,6 +71,22 @@ def test_thousands_of_events_across_partitions_keep_per_key_order(
         )
 
 
+def test_one_append_larger_than_a_batch_keeps_order_and_positions(
+    services: TestServices, open_logs: list[EventLog]
+) -> None:
+    """One call whose records fill several producer batches (256 KiB each) of one
+    partition: positions are consecutive, in the order given, and so is the log."""
+    log = KafkaEventLog(services.kafka_bootstrap, f"split-{uuid.uuid4().hex[:8]}", partitions=1)
+    open_logs.append(log)
+    events = list(SyntheticTouchpoints(customers=500, seed=3).events(3_000))
+    first = log.append(events[:1])
+    positions = log.append(events[1:])
+    assert sum(len(r.value) for r in log.records_of(events)) > 3 * 256 * 1024  # several batches
+    assert [p.offset for p in first + positions] == list(range(len(events)))
+    read = [decode_event(r.value).event_id for r in log.read()]
+    assert read == [e.event_id for e in events]
+
+
 def test_broker_crash_loses_no_acknowledged_event(
     services: TestServices, open_logs: list[EventLog]
 ) -> None:
