@@ -124,13 +124,10 @@ def start_processor(ctx: BenchContext, t: Target, *, log_level: str = "info") ->
     )
 
 
-def start_api(ctx: BenchContext, t: Target, port: int) -> Proc:
-    return Proc(
-        "crm api serve",
-        [CRM, "api", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        t.env,
-        ctx.workdir / f"{t.schema}_api.log",
-    )
+def start_api(ctx: BenchContext, t: Target, port: int, workers: int = 1) -> Proc:
+    command = [CRM, "api", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--log-level", "warning", "--workers", str(workers)]
+    return Proc("crm api serve", command, t.env, ctx.workdir / f"{t.schema}_api{workers}.log")
 
 
 def wait_http(proc: Proc, url: str, timeout: float = 60.0) -> None:

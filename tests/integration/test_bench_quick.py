@@ -18,7 +18,7 @@ from crm.devservices.testing import TestServices
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ("ingest", "projection", "replay", "peer")
+SECTIONS = ("ingest", "projection", "replay", "freshness", "read_api", "memory", "peer")
 
 
 def test_quick_benchmarks_report_figures_with_baselines(
@@ -35,7 +35,7 @@ def test_quick_benchmarks_report_figures_with_baselines(
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1_500,
         check=False,
     )
 
@@ -57,7 +57,9 @@ def test_quick_benchmarks_report_figures_with_baselines(
             assert figure["baseline"] > 0, figure
             assert figure["ratio"] == pytest.approx(figure["value"] / figure["baseline"])
     names = [f["name"] for f in results["figures"]]
-    assert "HTTP gateway, batch 1,000" in names
+    assert "HTTP gateway, batch 1,000, 1 worker process" in names
+    assert any(n.startswith("HTTP gateway, batch 1,000, ") and "processes" in n for n in names)
+    assert any(n.startswith("customer 360, ") and "workers p99 at 500" in n for n in names)
     chart = out / "results.png"
     assert results["chart"] == "results.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
