@@ -216,7 +216,7 @@ def gateway(
 ) -> dict[int, tuple[float, int]]:
     """Events/s of ``crm ingest serve --workers`` per batch size: {batch: (ev/s, events
     sent)}."""
-    home = ctx.workdir / f"gateway_{ctx.run_id}_{workers}"
+    home = ctx.workdir / f"gateway_{ctx.run_id}"  # one key store: data keys of earlier runs
     home.mkdir(parents=True, exist_ok=True)
     engine = create_engine_for(None, home / "auth.sqlite3")
     key = SqlApiKeyStore(engine).create("bench-ingest", [Scope.INGEST]).plaintext

@@ -23,7 +23,6 @@ import os
 import threading
 import time
 from collections.abc import Collection, Coroutine, Iterator, Mapping, Sequence
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -48,6 +47,9 @@ from schemas import Envelope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# what a failed or timed-out produce raises (asyncio's and concurrent.futures' timeouts
+# are TimeoutError since Python 3.11)
+_PRODUCE_ERRORS = (AioKafkaError, OSError, TimeoutError)
 
 TOPIC_CONFIG = {
     "retention.ms": "-1",
@@ -174,7 +176,7 @@ class KafkaEventLog:
         try:
             producer = self._get_producer()
             offsets = producer.send(self._topic, records, by_partition)
-        except (AioKafkaError, OSError, TimeoutError, FutureTimeout) as exc:
+        except _PRODUCE_ERRORS as exc:
             self._reset_producer()
             raise LogUnavailableError(
                 f"Kafka did not acknowledge {len(records)} record(s) on {self._topic!r} "
@@ -355,7 +357,7 @@ class _Producer:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(timeout_s)
-        except FutureTimeout:
+        except TimeoutError:
             future.cancel()
             raise
 
@@ -371,33 +373,28 @@ class _Producer:
     ) -> dict[int, list[int]]:
         producer = self._producer
         sent: list[tuple[int, int, asyncio.Future[Any]]] = []  # partition, count, future
+
+        async def send(batch: Any, partition: int, count: int) -> None:
+            batch.close()
+            future = await producer.send_batch(batch, topic, partition=partition)
+            sent.append((partition, count, future))
+
         for partition, indexes in by_partition.items():
             batch, count = producer.create_batch(), 0
             for index in indexes:
                 record = records[index]
+                headers = list(record.headers)
+                # full: send it and start the next (a batch's first record always fits)
                 while (
                     batch.append(
-                        key=record.key,
-                        value=record.value,
-                        timestamp=None,
-                        headers=list(record.headers),
+                        key=record.key, value=record.value, timestamp=None, headers=headers
                     )
                     is None
-                ):  # full: send it and start the next (a batch's first record always fits)
-                    batch.close()
-                    sent.append(
-                        (
-                            partition,
-                            count,
-                            await producer.send_batch(batch, topic, partition=partition),
-                        )
-                    )
+                ):
+                    await send(batch, partition, count)
                     batch, count = producer.create_batch(), 0
                 count += 1
-            batch.close()
-            sent.append(
-                (partition, count, await producer.send_batch(batch, topic, partition=partition))
-            )
+            await send(batch, partition, count)
         acknowledged = await asyncio.gather(*(future for _, _, future in sent))
         offsets: dict[int, list[int]] = {partition: [] for partition in by_partition}
         for (partition, count, _), metadata in zip(sent, acknowledged, strict=True):
@@ -407,14 +404,13 @@ class _Producer:
     def close(self, timeout_s: float) -> bool:
         """Flush for up to ``timeout_s`` and stop; with 0, abandon at once what is
         unsent (its callers were told). False if it did not stop cleanly."""
-        errors = (AioKafkaError, OSError, TimeoutError, FutureTimeout)
         clean = True
         try:
             if timeout_s > 0:
                 self._run(self._producer.stop(), timeout_s)
             else:
                 self._run(self._abandon(), 5.0)
-        except errors as exc:
+        except _PRODUCE_ERRORS as exc:
             log.debug("the Kafka producer did not stop cleanly: %r", exc)
             clean = False
         self._stop_loop()
