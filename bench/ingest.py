@@ -32,8 +32,9 @@ from kafka import KafkaProducer
 from auth import Scope, SqlApiKeyStore
 from bench.core import BenchContext, Figure
 from bench.pipeline import chunks, delete_topics, drop_schemas, past_year, rate
+from bench.procs import WORKERS
 from events.codec import encode_event, partition_for, to_record
-from events.kafka import KafkaEventLog
+from events.kafka import BATCH_BYTES, MAX_REQUEST_BYTES, KafkaEventLog
 from privacy.crypto import b64, new_key
 from privacy.protect import Protector
 from producers.sdk import Publisher
@@ -43,7 +44,6 @@ from schemas import Envelope
 SECTION = "ingest"
 RAW = "kafka-python producer"
 HTTP_TARGET = "≥ 25,000 ev/s and ≥ 0.7 of raw"
-GATEWAY_WORKERS = max(2, os.cpu_count() or 1)  # `crm ingest serve --workers`: one per core
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -58,7 +58,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         ctx.log(f"raw producer: {first_raw:,.0f} ev/s")
         appended = event_log_append(ctx, names["log"], events)
         ctx.log(f"KafkaEventLog.append: {appended:,.0f} ev/s")
-        http = gateway(ctx, names["http"], names["dead"], events, GATEWAY_WORKERS, (1, 100, 1_000))
+        http = gateway(ctx, names["http"], names["dead"], events, WORKERS, (1, 100, 1_000))
         one = gateway(ctx, names["http"], names["dead"], events, 1, (1_000,))
         sdk = sdk_publisher(ctx, names["sdk"], events)
         ctx.log(f"SDK: {sdk:,.0f} ev/s")
@@ -83,14 +83,14 @@ def run(ctx: BenchContext) -> list[Figure]:
         )
 
     figures = [figure("KafkaEventLog.append (batches of 1,000)", appended)]
-    for workers, results in ((GATEWAY_WORKERS, http), (1, one)):
+    for workers, results in ((WORKERS, http), (1, one)):
         for batch, (value, count) in results.items():
             figures.append(
                 figure(
                     f"HTTP gateway, batch {batch:,}, {workers} worker process"
-                    + ("es" if workers > 1 else ""),
+                    f"{'es' if workers > 1 else ''}",
                     value,
-                    HTTP_TARGET if batch == 1_000 and workers == GATEWAY_WORKERS else None,
+                    HTTP_TARGET if batch == 1_000 and workers == WORKERS else None,
                     f"{count:,} events, {http_concurrency(batch)} connections",
                 )
             )
@@ -110,8 +110,8 @@ def raw_producer(ctx: BenchContext, topic: str, events: list[Envelope]) -> float
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
-        "batch_size": 256 * 1024,
-        "max_request_size": 4 * 1024 * 1024,
+        "batch_size": BATCH_BYTES,
+        "max_request_size": MAX_REQUEST_BYTES,
     }
     records = [to_record(event) for event in events]
     keyed = [(r, partition_for(r.key, partitions) if r.key else 0) for r in records]

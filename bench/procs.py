@@ -29,6 +29,8 @@ from crm.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CRM = str(Path(sys.executable).parent / "crm")
+WORKERS = max(2, os.cpu_count() or 1)
+"""``--workers`` of the HTTP services as deployed: one process per core (at least 2)."""
 
 
 @dataclass(frozen=True)

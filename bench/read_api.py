@@ -49,7 +49,6 @@ EVENTS_PER_CUSTOMER = 10
 SEGMENT = "buyers"
 PAGE = 50
 TARGET_RATE = 500
-API_WORKERS = max(2, os.cpu_count() or 1)  # `crm api serve --workers`: one per core
 CONNECTIONS = 64
 HTTPX_SECONDS = 3.0
 HTTPX_GRACE_S = 90.0
@@ -499,15 +498,17 @@ def run(ctx: BenchContext) -> list[Figure]:
             ctx.log(f"read_api: 360 at {TARGET_RATE}/s via bench.load: {via_httpx}")
         # The target again as deployed for it: one worker process per core.
         api.stop()
-        api = procs.start_api(ctx, t, port, workers=API_WORKERS)
+        api = procs.start_api(ctx, t, port, workers=procs.WORKERS)
         procs.wait_http(api, f"{url}/healthz")
         lean_load(url, key, [f"/v1/customers/{i}" for i in shuffled[:400]], 100, 2)  # warm up
         result, api_cpu, client_cpu = measure(
-            f"customer 360, {API_WORKERS} workers", cases[0][1], TARGET_RATE
+            f"customer 360, {procs.WORKERS} workers", cases[0][1], TARGET_RATE
         )
-        baseline = next(r.raw for r in runs if r.case == "customer 360" and r.api.rate == 500)
+        baseline = next(
+            r.raw for r in runs if r.case == "customer 360" and r.api.rate == TARGET_RATE
+        )
         workers_run = Run(
-            f"customer 360, {API_WORKERS} workers", result, baseline, api_cpu, client_cpu
+            f"customer 360, {procs.WORKERS} workers", result, baseline, api_cpu, client_cpu
         )
     finally:
         if api is not None:
@@ -525,7 +526,9 @@ def run(ctx: BenchContext) -> list[Figure]:
     for r in runs + ([workers_run] if workers_run else []):
         rate = int(r.api.rate)
         processes = (
-            f"{API_WORKERS} uvicorn worker processes" if r is workers_run else "one uvicorn process"
+            f"{procs.WORKERS} uvicorn worker processes"
+            if r is workers_run
+            else "one uvicorn process"
         )
         notes = (
             f"API: {r.api.describe()}; API CPU {r.api_cpu_ms:.2f} ms per answered request, "

@@ -51,6 +51,10 @@ T = TypeVar("T")
 # are TimeoutError since Python 3.11)
 _PRODUCE_ERRORS = (AioKafkaError, OSError, TimeoutError)
 
+BATCH_BYTES = 256 * 1024
+"""A producer batch (one partition's records per request)."""
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
 TOPIC_CONFIG = {
     "retention.ms": "-1",
     "retention.bytes": "-1",
@@ -80,8 +84,8 @@ class KafkaEventLog:
         self._producer_config: dict[str, Any] = {  # aiokafka's AIOKafkaProducer options
             "acks": "all",
             "enable_idempotence": True,
-            "max_batch_size": 256 * 1024,
-            "max_request_size": 4 * 1024 * 1024,
+            "max_batch_size": BATCH_BYTES,
+            "max_request_size": MAX_REQUEST_BYTES,
             "request_timeout_ms": min(delivery_timeout_ms // 2, 30_000),
             **(producer_config or {}),
         }

@@ -67,6 +67,15 @@ class RequestRejected(Exception):
         self.detail = detail
 
 
+class _BodyRejected(Exception):
+    """A body with no events we can address: its dead letter, stored outside the lock."""
+
+    def __init__(self, letter: OutgoingRecord, reason: str) -> None:
+        super().__init__(reason)
+        self.letter = letter
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class IngestOutcome:
     status: HTTPStatus
@@ -106,8 +115,12 @@ class Ingestor:
         self._cpu = threading.Lock()
 
     def ingest(self, body: bytes, kind: BodyKind) -> IngestOutcome:
-        with self._cpu, collection_paused():  # a thousand events' objects live till here
-            prepared = self._prepare(body, kind)
+        try:
+            with self._cpu, collection_paused():  # a thousand events' objects live till here
+                prepared = self._prepare(body, kind)
+        except _BodyRejected as rejected:
+            self.deadletters_log.append_records([rejected.letter])
+            raise RequestRejected(HTTPStatus.BAD_REQUEST, rejected.reason) from None
         if prepared.letters:
             self.deadletters_log.append_records(prepared.letters)
         if prepared.records:
@@ -179,11 +192,10 @@ class Ingestor:
         return items, isinstance(data, dict)
 
     def _reject_body(self, body: bytes, reason: str) -> NoReturn:
-        """Dead-letter a body that holds no events we can address, and answer 400."""
-        self.deadletters_log.append_records(
-            [_dead_letter(body[: self.limits.max_event_bytes], reason, ORIGIN)]
+        """A body that holds no events we can address: dead-letter it, answer 400."""
+        raise _BodyRejected(
+            _dead_letter(body[: self.limits.max_event_bytes], reason, ORIGIN), reason
         )
-        raise RequestRejected(HTTPStatus.BAD_REQUEST, reason)
 
 
 def _parse_native(item: object, recorded_at: datetime) -> Envelope:
