@@ -178,18 +178,16 @@ class Ingestor:
             raise _too_large(
                 f"{len(items):,} events in one request; the limit is {limits.max_events:,}"
             )
-        try:  # orjson reads 1024 levels but writes 254; ids and dead letters need writing
-            orjson.dumps(data)
-        except orjson.JSONEncodeError:
-            self._reject_body(body, f"JSON nested deeper than {_MAX_DEPTH} levels")
-        if len(body) > limits.max_event_bytes:
-            if isinstance(data, dict):
-                raise _too_large(_event_too_large(0, len(body), limits.max_event_bytes))
-            for index, item in enumerate(items):
-                size = len(orjson.dumps(item))
-                if size > limits.max_event_bytes:
-                    raise _too_large(_event_too_large(index, size, limits.max_event_bytes))
-        return items, isinstance(data, dict)
+        single = isinstance(data, dict)
+        for index, item in enumerate(items):
+            try:  # orjson reads 1024 levels but writes 254; ids and dead letters need writing
+                written = orjson.dumps(item)
+            except orjson.JSONEncodeError:
+                self._reject_body(body, f"JSON nested deeper than {_MAX_DEPTH} levels")
+            size = len(body) if single else len(written)
+            if size > limits.max_event_bytes:
+                raise _too_large(_event_too_large(index, size, limits.max_event_bytes))
+        return items, single
 
     def _reject_body(self, body: bytes, reason: str) -> NoReturn:
         """A body that holds no events we can address: dead-letter it, answer 400."""
