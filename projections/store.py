@@ -62,6 +62,7 @@ from projections.sql import (
     insert_new,
     is_postgres,
     lock_keys,
+    one_of,
     upsert,
 )
 from projections.tables import (
@@ -546,14 +547,7 @@ class _Batch:
     def _drop_known(
         self, events: list[tuple[LogRecord, Envelope]]
     ) -> list[tuple[LogRecord, Envelope]]:
-        ids = sorted({str(e.event_id) for _, e in events})
-        known: set[str] = set()
-        for chunk in chunks(ids):
-            known.update(
-                self.conn.execute(
-                    sa.select(timeline.c.event_id).where(timeline.c.event_id.in_(chunk))
-                ).scalars()
-            )
+        known = self._known_ids(str(e.event_id) for _, e in events)
         result = []
         for record, event in events:
             key = str(event.event_id)
@@ -611,7 +605,7 @@ class _Batch:
     def _read_nodes(self, names: set[str]) -> None:
         for chunk in chunks(sorted(names)):
             for row in self.conn.execute(
-                sa.select(identity_nodes).where(identity_nodes.c.node.in_(chunk))
+                sa.select(identity_nodes).where(one_of(self.conn, identity_nodes.c.node, chunk))
             ):
                 self.nodes[row.node] = _Node(
                     row.customer_id,
@@ -627,7 +621,7 @@ class _Batch:
         for chunk in chunks(missing):
             for cid, anchor, state in self.conn.execute(
                 sa.select(customers.c.customer_id, customers.c.anchor, customers.c.state).where(
-                    customers.c.customer_id.in_(chunk)
+                    one_of(self.conn, customers.c.customer_id, chunk)
                 )
             ):
                 self.customers[cid] = _Customer(
@@ -885,7 +879,7 @@ class _Batch:
             self.protector.destroy(self.shred)
         self.shred = set()
         conversions = self._attributions()
-        known = self._known_ids([event_id for event_id, _, _ in conversions])
+        known = self._known_ids(str(event_id) for event_id, _, _ in conversions)
         for event_id, customer_id, payload in conversions:
             if str(event_id) not in known:
                 known.add(str(event_id))
@@ -917,7 +911,7 @@ class _Batch:
         for customer_id, request in requests:
             customer_id = self._find(customer_id)
             event_id = uuid.uuid5(DERIVED_NAMESPACE, f"customer.erased:{request.event_id}")
-            if str(event_id) in self._known_ids([event_id]):
+            if str(event_id) in self._known_ids([str(event_id)]):
                 continue
             destroyed = 0
             if self.protector is not None:
@@ -981,12 +975,15 @@ class _Batch:
         self.orders = []
         return found
 
-    def _known_ids(self, event_ids: list[uuid.UUID]) -> set[str]:
+    def _known_ids(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of ``event_ids`` the timeline holds (applied before)."""
         known: set[str] = set()
-        for chunk in chunks(sorted(str(e) for e in event_ids)):
+        for chunk in chunks(sorted(set(event_ids))):
             known.update(
                 self.conn.execute(
-                    sa.select(timeline.c.event_id).where(timeline.c.event_id.in_(chunk))
+                    sa.select(timeline.c.event_id).where(
+                        one_of(self.conn, timeline.c.event_id, chunk)
+                    )
                 ).scalars()
             )
         return known
@@ -1210,7 +1207,7 @@ def _rewrite_customer_rows(
     old = sorted({cid for cid, _ in changed} - set(new))
     for table in (customer_segments, customer_campaigns):
         for chunk in chunks(old):
-            conn.execute(sa.delete(table).where(table.c.customer_id.in_(chunk)))
+            conn.execute(sa.delete(table).where(one_of(conn, table.c.customer_id, chunk)))
     segment_rows = [
         {
             "customer_id": cid,
