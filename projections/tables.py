@@ -28,6 +28,10 @@ from projections.segment_rules import fact_columns
 
 metadata = MetaData()
 Json = JSON().with_variant(JSONB(), "postgresql")
+Document = JSON()
+"""A JSON document only ever written and read whole (an event, a customer's state):
+PostgreSQL's ``json`` keeps the text as written, where ``jsonb`` parses every write
+into its binary form and prints every read back to text."""
 Timestamp = DateTime(timezone=True)
 
 checkpoints = Table(
@@ -50,7 +54,7 @@ timeline = Table(
     Column("channel", String(32), nullable=False),
     Column("source_system", String(100), nullable=False),
     Column("nodes", Json, nullable=False),
-    Column("event", Json, nullable=False),
+    Column("event", Document, nullable=False),
     # NULL for derived events the processor applied in place before publishing them
     Column("log_partition", Integer),
     Column("log_offset", BigInteger),
@@ -86,7 +90,7 @@ customers = Table(
     Column("anchor", Text, nullable=False),
     Column("display_name", Text),
     Column("revenue_by_currency", Json, nullable=False),
-    Column("state", Json, nullable=False),
+    Column("state", Document, nullable=False),
     Column("erased_at", Timestamp),
     # The customer's facts (``projections.facts``), one column per rule field
     # (``schemas.rules.FIELDS``: order_count, last_seen, rfm_segment, ...): what the read
@@ -118,7 +122,7 @@ deferred_events = Table(
     metadata,
     Column("log_partition", Integer, primary_key=True),
     Column("log_offset", BigInteger, primary_key=True),
-    Column("event", Json, nullable=False),
+    Column("event", Document, nullable=False),
 )
 
 # Derived events and dead letters, written in the batch's transaction and published
