@@ -4,10 +4,11 @@ Services: ``CRM_BENCH_KAFKA_BOOTSTRAP`` + ``CRM_BENCH_DATABASE_URL`` if both are
 ``CRM_KAFKA_BOOTSTRAP`` + ``CRM_DATABASE_URL`` (e.g. ``eval "$(crm dev env)"``), else a
 Kafka and PostgreSQL started for the run under ``OUT/services`` (as the test suite does).
 
-Sections run in order, each imported when its turn comes; one that does not exist yet
-is skipped and one that raises is reported as failed, and the run goes on. Writes
-``OUT/results.json`` (machine, versions, settings, sizes, figures with ratios to their
-baselines, timestamps) and ``OUT/results.png``; exits 1 if a section failed.
+Sections run in order, each imported when its turn comes and after a forced PostgreSQL
+``CHECKPOINT`` (see ``settle``); one that does not exist yet is skipped and one that
+raises is reported as failed, and the run goes on. Writes ``OUT/results.json``
+(machine, versions, settings, sizes, figures with ratios to their baselines,
+timestamps) and ``OUT/results.png``; exits 1 if a section failed.
 """
 
 from __future__ import annotations
