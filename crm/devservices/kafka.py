@@ -68,8 +68,15 @@ _BANNER = "===== loopcrm: starting Kafka"
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Never one starting with ``-`` (1 in 64 would): ``kafka-storage format -t -x...``
+    reads it as an option and fails. Kafka's own ``Uuid.randomUuid`` skips them too.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _java_major(java: str) -> int:
