@@ -359,10 +359,29 @@ def test_a_worker_applies_every_event_once_ignoring_kafka_commits_and_stops_on_s
             30,
             group,
         )
+        # Kafka's offsets follow the applied batches (for lag tools), though never read back
+        ends = topic_log.end_offsets()
+        wait_until(
+            lambda: committed_offsets(services, group.group, topic_log.topic) == ends,
+            "the group's Kafka offsets at the end of the topic",
+            30,
+            group,
+        )
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0, group.tail()
         assert_exactly_once(projector, topic_log.topic, positions)
         print(f"\n[figures] faust worker: start + 5,000 events applied in {first_s:.1f}s")
+
+
+def committed_offsets(services: TestServices, group: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=services.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return {tp.partition: consumer.committed(tp) or 0 for tp in tps}
+    finally:
+        consumer.close()
 
 
 def commit_offsets(services: TestServices, group: str, topic: str, offsets: dict[int, int]) -> None:
