@@ -77,25 +77,29 @@ def publish(
     tag: str,
     samples: Any,
 ) -> PhaseStats:
-    """Append ``rate * seconds`` records on a fixed schedule, a batch per ``TICK_S``."""
+    """Append ``rate * seconds`` records on a fixed schedule, a batch per ``TICK_S``.
+
+    Once per tick, not whenever the next record is due: a call per record (every 1 ms at
+    1,000 events/s) cost the publisher half a core, taken from the processes measured."""
     total = min(len(records), int(rate * seconds))
     every = _sample_every(rate)
     start = time.monotonic()
-    sent, behind = 0, 0.0
+    sent, behind, tick = 0, 0.0, start
     while sent < total:
         now = time.monotonic()
-        due = min(total, int((now - start) * rate) + 1)
-        if due <= sent:
-            time.sleep(max(0.0, min(TICK_S, start + sent / rate - now)))
+        if now < tick:
+            time.sleep(tick - now)
             continue
+        # how late the first record not yet sent is, against the tick it was due by
+        behind = max(behind, now - (start + math.ceil(sent / rate / TICK_S) * TICK_S))
+        due = min(total, int((now - start) * rate) + 1)
         due = min(due, sent + max(1, int(rate * TICK_S * 20)))  # cap one batch at 200 ms
-        behind = max(behind, now - (start + sent / rate))
-        t0 = time.monotonic()
         positions = log.append_records(records[sent:due])
         for i, pos in enumerate(positions, start=sent):
             if i % every == 0:
-                samples.put((tag, t0, pos.partition, pos.offset))
+                samples.put((tag, now, pos.partition, pos.offset))
         sent = due
+        tick = start + (math.floor((time.monotonic() - start) / TICK_S) + 1) * TICK_S
     elapsed = time.monotonic() - start
     return PhaseStats(rate, seconds, start, sent, sent / elapsed if elapsed else 0.0, behind)
 
