@@ -12,7 +12,7 @@ import typer
 from crm.bootstrap import build_event_log, build_protector
 from crm.bootstrap_auth import build_api_key_store
 from crm.cli_process import LogLevel
-from crm.serving import Workers
+from crm.serving import Workers, frozen_heap_at_startup
 from crm.serving import serve as serve_app
 from crm.settings import Settings
 
@@ -48,7 +48,7 @@ def build_read_api(settings: Settings) -> FastAPI:
 
 def app_from_settings() -> FastAPI:
     """The app factory each uvicorn worker process calls (``--workers``)."""
-    return build_read_api(Settings())
+    return frozen_heap_at_startup(build_read_api(Settings()))
 
 
 @api_app.command("serve")

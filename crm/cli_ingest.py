@@ -15,7 +15,7 @@ from pydantic import Field
 from crm.bootstrap import build_event_log, build_raw_event_log
 from crm.bootstrap_auth import build_api_key_store
 from crm.cli_process import LogLevel
-from crm.serving import Workers
+from crm.serving import Workers, frozen_heap_at_startup
 from crm.serving import serve as serve_app
 from crm.settings import Settings
 from events.log import EventLog
@@ -78,7 +78,7 @@ def gateway_from_settings() -> FastAPI:
             deadletters.close()
 
     app.router.lifespan_context = lifespan
-    return app
+    return frozen_heap_at_startup(app)
 
 
 @ingest_app.command("serve")

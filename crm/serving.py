@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -45,3 +47,23 @@ def serve(
         access_log=access_log,
         proxy_headers=False,
     )
+
+
+def frozen_heap_at_startup(app: FastAPI) -> FastAPI:
+    """Move everything alive when ``app`` has started (modules, routes, models, pools)
+    out of the cyclic collector's reach (``gc.freeze``), in each worker process.
+
+    A full collection walked all of it: ~100 ms for the read API's 211,000 objects on a
+    2-core machine, a stall for every request in flight; after ``gc.freeze`` it takes
+    well under a millisecond. Reference counting still frees frozen objects."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(started: Any) -> AsyncIterator[Any]:
+        async with inner(started) as state:
+            gc.collect()
+            gc.freeze()
+            yield state
+
+    app.router.lifespan_context = lifespan
+    return app
