@@ -34,6 +34,7 @@ import logging
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from time import monotonic
 from typing import Any, TypeVar, cast
 
 import faust
@@ -306,8 +307,14 @@ class CheckpointConsumer(faust_aiokafka.Consumer):
 
     async def commit_applied(self, records: Sequence[LogRecord]) -> None:
         """Commit the offsets after ``records`` to Kafka, for lag tools; a failure is logged
-        (the checkpoints are the positions, and the next batch commits again)."""
+        (the checkpoints are the positions, and the next batch commits again).
+
+        Also tells faust's livelock detector that their partitions progress: it logs an
+        error for a partition with lag whose stream took no event for
+        ``stream_processing_timeout`` (5 min), and no stream takes them any more."""
         offsets = {TP(t, p): o for (t, p), o in next_offsets(records).items()}
+        if self.app.monitor is not None:
+            self.app.monitor.stream_inbound_time.update(dict.fromkeys(offsets, monotonic()))
         try:
             await self._commit_offsets(offsets)
         except Exception as exc:  # e.g. CommitFailedError during a rebalance

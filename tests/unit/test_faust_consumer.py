@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
+from faust.types import TP
 
 from events.log import LogRecord
 from projections.faust_app import (
@@ -88,3 +89,34 @@ def test_the_worker_subscribes_to_the_topic_and_asks_the_broker_for_fuller_fetch
     assert (min_bytes, max_wait_ms) == (FETCH_MIN_BYTES, FETCH_MAX_WAIT_MS)
     assert min_bytes > 1  # aiokafka's default: a fetch round trip per event at 1,000 ev/s
     assert topics == ["crm.events"]
+
+
+def test_an_applied_batch_is_committed_and_counts_as_progress_for_the_livelock_detector(
+    tmp_path: Path,
+) -> None:
+    """Kafka itself is in the integration test; here only what is asked of it."""
+    records = [
+        LogRecord("crm.events", 0, 9, 0, None, b""),
+        LogRecord("crm.events", 1, 2, 0, None, b""),
+    ]
+
+    async def scenario(fail: bool) -> tuple[list[dict[TP, int]], set[TP]]:
+        app = build_app(_Settings("127.0.0.1:9", "crm.events", tmp_path), lambda _: _NoProjector())
+        consumer = app.consumer
+        asked: list[dict[TP, int]] = []
+
+        async def commit_offsets(offsets: dict[TP, int]) -> bool:
+            asked.append(dict(offsets))
+            if fail:
+                raise RuntimeError("rebalance in progress")
+            return True
+
+        consumer._commit_offsets = commit_offsets  # type: ignore[method-assign]
+        await consumer.commit_applied(records)  # a failed commit is logged, never raised
+        return asked, set(app.monitor.stream_inbound_time)
+
+    expected = {TP("crm.events", 0): 10, TP("crm.events", 1): 3}
+    for fail in (False, True):
+        asked, progressed = asyncio.run(scenario(fail))
+        assert asked == [expected]
+        assert progressed == set(expected)
