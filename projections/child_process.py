@@ -40,11 +40,14 @@ _projector: BatchProjector | None = None  # in the child
 PARENT_CHECK_S = 0.5
 
 
-def _start(factory: Callable[[Any], BatchProjector], settings: Any, log_level: int) -> None:
+def _start(
+    factory: Callable[[Any], BatchProjector], settings: Any, log_level: int, parent: int
+) -> None:
+    """``parent``: the worker's pid, as the worker saw it (a worker killed while its child
+    was starting left ``os.getppid()`` already 1 here, and the child waited forever)."""
     global _projector
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent = os.getppid()
     threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
     logging.basicConfig(
         level=log_level, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
@@ -89,7 +92,7 @@ class ChildProcessProjector(Generic[S]):
     def __init__(
         self, factory: Callable[[S], BatchProjector], settings: S, log_level: int = logging.INFO
     ) -> None:
-        self._args = (factory, settings, log_level)
+        self._args = (factory, settings, log_level, os.getpid())
         self._pool = self._new_pool()
         self.child_pid()  # build the projector now (it creates its tables), as in-process
 

@@ -131,3 +131,30 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _start_then_wait(parent: int) -> None:
+    from projections.child_process import _start
+
+    _start(counting, {}, 20, parent)
+    time.sleep(30)
+
+
+def test_a_child_whose_worker_died_before_it_started_exits_at_once() -> None:
+    import multiprocessing
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    child = multiprocessing.get_context("spawn").Process(
+        target=_start_then_wait, args=(int(gone.stdout),)
+    )
+    child.start()
+    child.join(15)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 1  # did not wait 30 s for a parent long gone
