@@ -18,7 +18,6 @@ SQLAlchemy.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import multiprocessing as mp
 import os
@@ -42,6 +41,7 @@ from bench import procs
 from bench.core import BenchContext, Figure, descendants
 from bench.load import percentile
 from crm.bootstrap import build_event_log, build_projection_store
+from events.gcpause import freeze_heap
 from producers.synthetic import SyntheticTouchpoints
 from projections import planning
 
@@ -297,13 +297,6 @@ async def _lean(
     return _result(rate, total, latencies, errors, time.perf_counter() - start)
 
 
-def _freeze_heap() -> None:
-    """A load generator's own full collections (its imports: ~130,000 objects, ~55 ms
-    each here) would be timed as the server's latency; frozen, they cost nothing."""
-    gc.collect()
-    gc.freeze()
-
-
 def _lean_main(
     url: str,
     key: str,
@@ -313,7 +306,7 @@ def _lean_main(
     connections: int,
     results: Any,
 ) -> None:
-    _freeze_heap()
+    freeze_heap()  # its own full collections would be timed as latency
     result = asyncio.run(_lean(url, key, paths, rate, seconds, connections))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     results.put((result, usage.ru_utime + usage.ru_stime))
@@ -360,7 +353,7 @@ def _raw_sql_main(
     seconds: float,
     results: Any,
 ) -> None:
-    _freeze_heap()
+    freeze_heap()  # its own full collections would be timed as latency
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     latencies: list[float] = []

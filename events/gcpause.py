@@ -53,3 +53,14 @@ def collection_paused() -> Iterator[None]:
                     generation, _last_full = 2, now
         if generation is not None:
             gc.collect(generation)
+
+
+def freeze_heap() -> None:
+    """Move every object alive now out of the cyclic collector's reach (``gc.freeze``).
+
+    For a process's start-up heap (modules, routes, models, pools): a full collection
+    walked it all, ~100 ms for a read-API worker's 211,000 objects on a 2-core machine,
+    a stall for whatever was in flight; frozen, it costs nothing. Reference counting
+    still frees frozen objects."""
+    gc.collect()
+    gc.freeze()

@@ -289,9 +289,10 @@ class CheckpointConsumer(faust_aiokafka.Consumer):
                 if not self.flow_active:
                     await self.perform_seek()
                     continue
+                wanted = None if active is None else active | self._buffered_partitions
                 taken: list[LogRecord] = []
                 for tp, fetched in records.items():
-                    if active is not None and tp not in active | self._buffered_partitions:
+                    if wanted is not None and tp not in wanted:
                         continue
                     position = read_offset[tp]
                     kept = [r for r in fetched if position is None or r.offset >= position]

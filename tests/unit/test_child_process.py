@@ -4,6 +4,7 @@ whose worker was killed exits."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from events.log import LogRecord
-from projections.child_process import ChildProcessProjector
+from projections.child_process import ChildProcessProjector, _start
 
 
 class CountingProjector:
@@ -134,15 +135,11 @@ def _alive(pid: int) -> bool:
 
 
 def _start_then_wait(parent: int) -> None:
-    from projections.child_process import _start
-
     _start(counting, {}, 20, parent)
     time.sleep(30)
 
 
 def test_a_child_whose_worker_died_before_it_started_exits_at_once() -> None:
-    import multiprocessing
-
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
