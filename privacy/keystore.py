@@ -30,7 +30,7 @@ from typing import Final, Protocol
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from privacy.crypto import KEY_BYTES, b64, decrypt, encrypt, new_key
 from projections.sql import chunks, insert_ignore, is_postgres
@@ -55,6 +55,17 @@ class KeyStore(Protocol):
     def subject_keys(self, subjects: Collection[str]) -> dict[str, tuple[str, bytes]]:
         """``subject -> (kid, key)``: each subject's data key, created if it has none."""
         ...
+
+    def _stored(self, conn: Connection, subjects: list[str]) -> dict[str, tuple[str, bytes]]:
+        """{subject: (kid, key)} of the subjects that have a key."""
+        return {
+            subject: (kid, self._unwrap(kid, wrapped))
+            for kid, subject, wrapped in conn.execute(
+                sa.select(data_keys.c.kid, data_keys.c.subject, data_keys.c.wrapped).where(
+                    data_keys.c.subject.in_(subjects)
+                )
+            )
+        }
 
     def keys(self, kids: Collection[str]) -> dict[str, bytes]:
         """Data keys by id; destroyed (or unknown) ones are absent."""
@@ -177,28 +188,29 @@ class SqlKeyStore:
         return found
 
     def _load_or_create(self, subjects: list[str]) -> dict[str, tuple[str, bytes]]:
+        """Stored keys are read; keys are made and written only for subjects with none
+        (a cold cache after a restart meets mostly known subjects)."""
         created_at = datetime.now(UTC)
         result: dict[str, tuple[str, bytes]] = {}
         with self.engine.begin() as conn:
             for chunk in chunks(subjects, 1_000):
-                rows = []
-                for subject in chunk:
-                    kid = b64(os.urandom(16))
-                    rows.append(
-                        {
-                            "kid": kid,
-                            "subject": subject,
-                            "wrapped": self._wrap(kid, new_key()),
-                            "created_at": created_at,
-                        }
-                    )
-                insert_ignore(conn, data_keys, rows, ["subject"])
-                for kid, subject, wrapped in conn.execute(
-                    sa.select(data_keys.c.kid, data_keys.c.subject, data_keys.c.wrapped).where(
-                        data_keys.c.subject.in_(chunk)
-                    )
-                ):
-                    result[subject] = (kid, self._unwrap(kid, wrapped))
+                stored = self._stored(conn, chunk)
+                new = [subject for subject in chunk if subject not in stored]
+                if new:
+                    rows = []
+                    for subject in new:
+                        kid = b64(os.urandom(16))
+                        rows.append(
+                            {
+                                "kid": kid,
+                                "subject": subject,
+                                "wrapped": self._wrap(kid, new_key()),
+                                "created_at": created_at,
+                            }
+                        )
+                    insert_ignore(conn, data_keys, rows, ["subject"])
+                    stored.update(self._stored(conn, new))  # ours, or a concurrent writer's
+                result.update(stored)
         now = time.monotonic()
         with self._lock:
             self._trim()
@@ -206,6 +218,17 @@ class SqlKeyStore:
                 self._by_subject[subject] = (kid, key, now)
                 self._by_kid[kid] = (key, now)
         return result
+
+    def _stored(self, conn: Connection, subjects: list[str]) -> dict[str, tuple[str, bytes]]:
+        """{subject: (kid, key)} of the subjects that have a key."""
+        return {
+            subject: (kid, self._unwrap(kid, wrapped))
+            for kid, subject, wrapped in conn.execute(
+                sa.select(data_keys.c.kid, data_keys.c.subject, data_keys.c.wrapped).where(
+                    data_keys.c.subject.in_(subjects)
+                )
+            )
+        }
 
     def keys(self, kids: Collection[str]) -> dict[str, bytes]:
         now = time.monotonic()

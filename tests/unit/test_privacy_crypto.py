@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from events.codec import decode_event
 from events.sqlite import SqliteEventLog
@@ -448,6 +449,23 @@ def test_keys_are_wrapped_and_shared_by_instances(tmp_path: Path) -> None:
     raw = (tmp_path / "keys.sqlite3").read_bytes()
     for _, key in got.values():
         assert key not in raw
+    engine.dispose()
+
+
+def test_a_cold_store_reads_known_subjects_keys_and_writes_only_new_ones(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine_for(None, tmp_path / "keys.sqlite3")
+    known = SqlKeyStore(engine, MASTER).subject_keys(["s1", "s2"])
+    cold = SqlKeyStore(engine, MASTER)  # a restarted process: nothing cached
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    assert cold.subject_keys(["s1", "s2"]) == known
+    assert not [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    got = cold.subject_keys(["s1", "s3"])
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    assert len(inserts) == 1 and got["s1"] == known["s1"] and got["s3"][0] != known["s1"][0]
+    assert SqlKeyStore(engine, MASTER).subject_keys(["s3"]) == {"s3": got["s3"]}
     engine.dispose()
 
 
