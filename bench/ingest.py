@@ -8,9 +8,10 @@ the two is the baseline. Compared:
 
 * ``KafkaEventLog.append`` in batches of 1,000 (serialisation included);
 * the HTTP gateway as ``crm ingest serve --workers N`` runs it (uvicorn, one worker
-  process per core and at least 2, fresh SQLite key store) with requests of 1, 100 and
-  1,000 events from a client in another process over several connections; and with one
-  worker process at 1,000;
+  process per core and at least 2) with requests of 1, 100 and 1,000 events from a
+  client in another process over several connections; and with one worker process at
+  1,000. As deployed, its API key and data keys live in PostgreSQL (a key-store schema
+  of this run's, dropped after), where the processor finds the keys to open its events;
 * the SDK, ``Publisher.to_kafka`` (envelopes built and validated per event, batches of
   1,000).
 """
@@ -29,16 +30,17 @@ from typing import Any
 import httpx
 from kafka import KafkaProducer
 
-from auth import Scope, SqlApiKeyStore
+from auth import Scope
 from bench.core import BenchContext, Figure
 from bench.pipeline import chunks, delete_topics, drop_schemas, past_year, rate
 from bench.procs import WORKERS
+from crm.bootstrap_auth import build_api_key_store
+from crm.settings import Settings
 from events.codec import encode_event, partition_for, to_record
 from events.kafka import BATCH_BYTES, MAX_REQUEST_BYTES, KafkaEventLog
 from privacy.crypto import b64, new_key
 from privacy.protect import Protector
 from producers.sdk import Publisher
-from projections.sql import create_engine_for
 from schemas import Envelope
 
 SECTION = "ingest"
@@ -67,7 +69,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         raw = max(first_raw, second_raw)
     finally:
         delete_topics(ctx.kafka_bootstrap, names.values())
-        drop_schemas(ctx.database_url, ctx.name("keys"))  # sdk_publisher's data keys
+        drop_schemas(ctx.database_url, ctx.name("keys"), ctx.name("gateway_keys"))  # data keys
 
     def figure(name: str, value: float, target: str | None = None, notes: str = "") -> Figure:
         baseline_notes = f"raw: best of {first_raw:,.0f} and {second_raw:,.0f} ev/s (before/after)"
@@ -216,11 +218,16 @@ def gateway(
 ) -> dict[int, tuple[float, int]]:
     """Events/s of ``crm ingest serve --workers`` per batch size: {batch: (ev/s, events
     sent)}."""
-    home = ctx.workdir / f"gateway_{ctx.run_id}"  # one key store: data keys of earlier runs
+    home = ctx.workdir / f"gateway_{ctx.run_id}"  # its master.key: one per run, as the keys
     home.mkdir(parents=True, exist_ok=True)
-    engine = create_engine_for(None, home / "auth.sqlite3")
-    key = SqlApiKeyStore(engine).create("bench-ingest", [Scope.INGEST]).plaintext
-    engine.dispose()
+    settings = Settings(
+        database_url=ctx.database_url,
+        data_dir=home,
+        privacy_schema=ctx.name("gateway_keys"),  # shared by the runs: data keys of earlier ones
+    )
+    api_keys = build_api_key_store(settings)
+    created = api_keys.create(f"bench-ingest {ctx.run_id}", [Scope.INGEST])
+    key = created.plaintext
     lines = [encode_event(event) for event in events]
     everything = home / "events.jsonl"
     everything.write_bytes(b"\n".join(lines))
@@ -232,6 +239,8 @@ def gateway(
     url = f"http://127.0.0.1:{port}"
     env = child_env(
         CRM_KAFKA_BOOTSTRAP=ctx.kafka_bootstrap,
+        CRM_DATABASE_URL=ctx.database_url,
+        CRM_PRIVACY_SCHEMA=settings.privacy_schema,
         CRM_TOPIC=topic,
         CRM_DEADLETTER_TOPIC=deadletters,
         CRM_DATA_DIR=str(home),
@@ -264,6 +273,7 @@ def gateway(
             server.kill()
             server.wait()
         server_log.close()
+        api_keys.revoke(created.key_id)
     return results
 
 
