@@ -23,7 +23,7 @@ import base64
 import os
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
@@ -55,17 +55,6 @@ class KeyStore(Protocol):
     def subject_keys(self, subjects: Collection[str]) -> dict[str, tuple[str, bytes]]:
         """``subject -> (kid, key)``: each subject's data key, created if it has none."""
         ...
-
-    def _stored(self, conn: Connection, subjects: list[str]) -> dict[str, tuple[str, bytes]]:
-        """{subject: (kid, key)} of the subjects that have a key."""
-        return {
-            subject: (kid, self._unwrap(kid, wrapped))
-            for kid, subject, wrapped in conn.execute(
-                sa.select(data_keys.c.kid, data_keys.c.subject, data_keys.c.wrapped).where(
-                    data_keys.c.subject.in_(subjects)
-                )
-            )
-        }
 
     def keys(self, kids: Collection[str]) -> dict[str, bytes]:
         """Data keys by id; destroyed (or unknown) ones are absent."""
@@ -219,7 +208,7 @@ class SqlKeyStore:
                 self._by_kid[kid] = (key, now)
         return result
 
-    def _stored(self, conn: Connection, subjects: list[str]) -> dict[str, tuple[str, bytes]]:
+    def _stored(self, conn: Connection, subjects: Sequence[str]) -> dict[str, tuple[str, bytes]]:
         """{subject: (kid, key)} of the subjects that have a key."""
         return {
             subject: (kid, self._unwrap(kid, wrapped))
