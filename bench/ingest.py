@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from kafka import KafkaProducer
 from auth import Scope
 from bench.core import BenchContext, Figure
 from bench.pipeline import chunks, delete_topics, drop_schemas, past_year, rate
-from bench.procs import WORKERS
+from bench.procs import WORKERS, Proc, free_port, wait_listening
 from crm.bootstrap_auth import build_api_key_store
 from crm.settings import Settings
 from events.codec import encode_event, partition_for, to_record
@@ -193,12 +192,6 @@ def http_concurrency(batch: int) -> int:
     return 32 if batch == 1 else 8
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a child process: no CRM_* settings but ``extra``, and this
     repository first on the path."""
@@ -245,20 +238,14 @@ def gateway(
         CRM_DEADLETTER_TOPIC=deadletters,
         CRM_DATA_DIR=str(home),
     )
-    server_log = (home / "gateway.log").open("wb")
     command = [sys.executable, "-c", "from crm.cli import app; app()", "ingest", "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     command += ["--workers", str(workers)]
-    server = subprocess.Popen(
-        command,
-        cwd=home,
-        env=env,
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-    )
+    server = Proc("crm ingest serve", command, env, home / f"gateway{workers}.log")
     results: dict[int, tuple[float, int]] = {}
     try:
-        _wait_until_up(url, key, lines[:20], server, home / "gateway.log")
+        wait_listening(server, port, workers, timeout=90)  # every worker, not just the first
+        _warm_up(url, key, lines[:20])
         for batch in batches:
             source = singles if batch == 1 else everything
             outcome = _client(url, key, source, batch)
@@ -266,37 +253,15 @@ def gateway(
             results[batch] = (rate(sent, float(outcome["seconds"])), sent)
             ctx.log(f"HTTP batch {batch:,}, {workers} worker(s): {results[batch][0]:,.0f} ev/s")
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        server_log.close()
+        server.stop()
         api_keys.revoke(created.key_id)
     return results
 
 
-def _wait_until_up(
-    url: str, key: str, warmup: list[bytes], server: subprocess.Popen[bytes], log: Path
-) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(
-                f"the gateway exited with {server.returncode}: {log.read_text()[-2000:]}"
-            )
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    else:
-        raise RuntimeError(f"the gateway did not come up in 90 s: {log.read_text()[-2000:]}")
+def _warm_up(url: str, key: str, lines: list[bytes]) -> None:
     response = httpx.post(
         f"{url}/v1/events",
-        content=b"[" + b",".join(warmup) + b"]",
+        content=b"[" + b",".join(lines) + b"]",
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         timeout=60,
     )

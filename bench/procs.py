@@ -145,6 +145,31 @@ def wait_http(proc: Proc, url: str, timeout: float = 60.0) -> None:
     raise TimeoutError(f"{proc.name} did not answer {url} within {timeout:.0f}s")
 
 
+def wait_listening(proc: Proc, port: int, sockets: int, timeout: float = 60.0) -> None:
+    """Until ``sockets`` sockets listen on ``port``: each worker process of ``crm api
+    serve`` / ``crm ingest serve --workers N`` listens on its own once its app has
+    started (``crm.serving.PortShare``); a load that began before the last one did would
+    be served by the others alone."""
+    deadline = time.monotonic() + timeout
+    while (found := listening_sockets(port)) < sockets:
+        proc.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{proc.name}: {found} of {sockets} sockets listen on {port}")
+        time.sleep(0.1)
+
+
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on ``port`` (Linux ``/proc/net/tcp*``)."""
+    found = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                    found += 1
+    return found
+
+
 def wait_log(proc: Proc, text: str, timeout: float = 90.0) -> float:
     """Until ``text`` appears in the process's log; returns the seconds waited."""
     start = time.monotonic()

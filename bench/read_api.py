@@ -502,7 +502,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         # The target again as deployed for it: one worker process per core.
         api.stop()
         api = procs.start_api(ctx, t, port, workers=procs.WORKERS)
-        procs.wait_http(api, f"{url}/healthz")
+        procs.wait_listening(api, port, procs.WORKERS)
         lean_load(url, key, [f"/v1/customers/{i}" for i in shuffled[:400]], 100, 2)  # warm up
         result, api_cpu, client_cpu = measure(
             f"customer 360, {procs.WORKERS} workers", cases[0][1], TARGET_RATE
