@@ -304,7 +304,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     phases: list[PhaseStats] = []
     lags: dict[int, dict[str, float]] = {}
     try:
-        key, key_id = procs.create_read_key(t)
+        key, key_id = procs.create_key(t)
         procs.wait_http(api, f"{url}/healthz")
         procs.wait_log(processor, "starting at checkpoints")  # its tables exist by then
         warm = log.append_records(records[:WARMUP])

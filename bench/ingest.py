@@ -10,8 +10,9 @@ the two is the baseline. Compared:
 * the HTTP gateway as ``crm ingest serve --workers N`` runs it (uvicorn, one worker
   process per core and at least 2) with requests of 1, 100 and 1,000 events from a
   client in another process over several connections; and with one worker process at
-  1,000. As deployed, its API key and data keys live in PostgreSQL (a key-store schema
-  of this run's, dropped after), where the processor finds the keys to open its events;
+  1,000. As deployed, its API key and data keys live in PostgreSQL (``bench.procs.target``:
+  a key-store schema of this run's, dropped after), where a processor finds the keys to
+  open its events;
 * the SDK, ``Publisher.to_kafka`` (envelopes built and validated per event, batches of
   1,000).
 """
@@ -30,11 +31,10 @@ import httpx
 from kafka import KafkaProducer
 
 from auth import Scope
+from bench import procs
 from bench.core import BenchContext, Figure
 from bench.pipeline import chunks, delete_topics, drop_schemas, past_year, rate
-from bench.procs import WORKERS, Proc, free_port, wait_listening
-from crm.bootstrap_auth import build_api_key_store
-from crm.settings import Settings
+from bench.procs import WORKERS
 from events.codec import encode_event, partition_for, to_record
 from events.kafka import BATCH_BYTES, MAX_REQUEST_BYTES, KafkaEventLog
 from privacy.crypto import b64, new_key
@@ -53,14 +53,16 @@ def run(ctx: BenchContext) -> list[Figure]:
     customers = max(50, min(ctx.sizes.customers, n // 5))
     ctx.log(f"generating {n:,} synthetic events ({customers:,} customers)")
     events = list(past_year(customers, seed=11).events(n))
-    names = {kind: ctx.name(f"ingest_{kind}") for kind in ("raw", "log", "http", "dead", "sdk")}
+    names = {kind: ctx.name(f"ingest_{kind}") for kind in ("raw", "log", "dead", "sdk")}
+    # the gateway's topic, data keys (shared by its runs) and API key, as deployed
+    http = procs.target(ctx, "ingest_http")
     try:
         first_raw = raw_producer(ctx, names["raw"], events)
         ctx.log(f"raw producer: {first_raw:,.0f} ev/s")
         appended = event_log_append(ctx, names["log"], events)
         ctx.log(f"KafkaEventLog.append: {appended:,.0f} ev/s")
-        http = gateway(ctx, names["http"], names["dead"], events, WORKERS, (1, 100, 1_000))
-        one = gateway(ctx, names["http"], names["dead"], events, 1, (1_000,))
+        by_batch = gateway(ctx, http, names["dead"], events, WORKERS, (1, 100, 1_000))
+        one = gateway(ctx, http, names["dead"], events, 1, (1_000,))
         sdk = sdk_publisher(ctx, names["sdk"], events)
         ctx.log(f"SDK: {sdk:,.0f} ev/s")
         second_raw = raw_producer(ctx, names["raw"], events)
@@ -68,7 +70,8 @@ def run(ctx: BenchContext) -> list[Figure]:
         raw = max(first_raw, second_raw)
     finally:
         delete_topics(ctx.kafka_bootstrap, names.values())
-        drop_schemas(ctx.database_url, ctx.name("keys"), ctx.name("gateway_keys"))  # data keys
+        drop_schemas(ctx.database_url, ctx.name("keys"))  # sdk_publisher's data keys
+        procs.cleanup(ctx, http)
 
     def figure(name: str, value: float, target: str | None = None, notes: str = "") -> Figure:
         baseline_notes = f"raw: best of {first_raw:,.0f} and {second_raw:,.0f} ev/s (before/after)"
@@ -84,7 +87,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         )
 
     figures = [figure("KafkaEventLog.append (batches of 1,000)", appended)]
-    for workers, results in ((WORKERS, http), (1, one)):
+    for workers, results in ((WORKERS, by_batch), (1, one)):
         for batch, (value, count) in results.items():
             figures.append(
                 figure(
@@ -203,7 +206,7 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def gateway(
     ctx: BenchContext,
-    topic: str,
+    t: procs.Target,
     deadletters: str,
     events: list[Envelope],
     workers: int,
@@ -211,16 +214,8 @@ def gateway(
 ) -> dict[int, tuple[float, int]]:
     """Events/s of ``crm ingest serve --workers`` per batch size: {batch: (ev/s, events
     sent)}."""
-    home = ctx.workdir / f"gateway_{ctx.run_id}"  # its master.key: one per run, as the keys
-    home.mkdir(parents=True, exist_ok=True)
-    settings = Settings(
-        database_url=ctx.database_url,
-        data_dir=home,
-        privacy_schema=ctx.name("gateway_keys"),  # shared by the runs: data keys of earlier ones
-    )
-    api_keys = build_api_key_store(settings)
-    created = api_keys.create(f"bench-ingest {ctx.run_id}", [Scope.INGEST])
-    key = created.plaintext
+    key, key_id = procs.create_key(t, Scope.INGEST)
+    home = Path(t.env["CRM_DATA_DIR"])
     lines = [encode_event(event) for event in events]
     everything = home / "events.jsonl"
     everything.write_bytes(b"\n".join(lines))
@@ -228,23 +223,16 @@ def gateway(
     single_count = min(len(lines), max(200, min(len(lines) // 20, 2_000)))
     singles.write_bytes(b"\n".join(lines[:single_count]))
 
-    port = free_port()
+    port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
-    env = child_env(
-        CRM_KAFKA_BOOTSTRAP=ctx.kafka_bootstrap,
-        CRM_DATABASE_URL=ctx.database_url,
-        CRM_PRIVACY_SCHEMA=settings.privacy_schema,
-        CRM_TOPIC=topic,
-        CRM_DEADLETTER_TOPIC=deadletters,
-        CRM_DATA_DIR=str(home),
-    )
+    env = {**t.env, "CRM_DEADLETTER_TOPIC": deadletters}
     command = [sys.executable, "-c", "from crm.cli import app; app()", "ingest", "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     command += ["--workers", str(workers)]
-    server = Proc("crm ingest serve", command, env, home / f"gateway{workers}.log")
+    server = procs.Proc("crm ingest serve", command, env, home / f"gateway{workers}.log")
     results: dict[int, tuple[float, int]] = {}
     try:
-        wait_listening(server, port, workers, timeout=90)  # every worker, not just the first
+        procs.wait_listening(server, port, workers, timeout=90)  # every worker, not just the first
         _warm_up(url, key, lines[:20])
         for batch in batches:
             source = singles if batch == 1 else everything
@@ -254,7 +242,7 @@ def gateway(
             ctx.log(f"HTTP batch {batch:,}, {workers} worker(s): {results[batch][0]:,.0f} ev/s")
     finally:
         server.stop()
-        api_keys.revoke(created.key_id)
+        procs.revoke_key(t, key_id)
     return results
 
 

@@ -99,7 +99,7 @@ def api_under_load(ctx: BenchContext, t: procs.Target) -> tuple[float, float, st
     finally:
         engine.dispose()
     paths = [f"/v1/customers/{i}" for i in random.Random(9).sample(ids, len(ids))]
-    key, key_id = procs.create_read_key(t)
+    key, key_id = procs.create_key(t)
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     api = procs.start_api(ctx, t, port)

@@ -244,9 +244,9 @@ def wait_caught_up(
 # -- keys and clean-up -----------------------------------------------------------------
 
 
-def create_read_key(t: Target) -> tuple[str, str]:
-    """(plaintext, key id) of a new key with the read scope."""
-    key = build_api_key_store(t.settings()).create(f"bench {t.schema}", [Scope.READ])
+def create_key(t: Target, scope: Scope = Scope.READ) -> tuple[str, str]:
+    """(plaintext, key id) of a new key with ``scope``."""
+    key = build_api_key_store(t.settings()).create(f"bench {t.schema}", [scope])
     return key.plaintext, key.key_id
 
 

@@ -437,7 +437,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         shuffled = random.Random(5).sample(ids, len(ids))
         ids_file = ctx.workdir / f"{t.schema}_ids.txt"
         ids_file.write_text("\n".join(shuffled) + "\n")
-        key, key_id = procs.create_read_key(t)
+        key, key_id = procs.create_key(t)
         port = procs.free_port()
         url = f"http://127.0.0.1:{port}"
         api = procs.start_api(ctx, t, port)

@@ -6,7 +6,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,9 +17,6 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 log = logging.getLogger(__name__)
-
-LISTEN_BACKLOG: Final = 2048
-"""uvicorn's own default ``--backlog``."""
 
 Workers = Annotated[
     int, typer.Option(min=1, max=64, help="processes (one per core is a good start)")
@@ -60,7 +57,7 @@ def serve(
         return
     config = uvicorn.Config(factory_path, factory=True, workers=workers, **options)
     try:
-        share = PortShare(host, port)
+        share = PortShare(host, port, backlog=config.backlog)
     except OSError as exc:
         raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     with share:
@@ -85,8 +82,9 @@ class PortShare:
     so no connection is ever queued here.
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, backlog: int = 2048) -> None:
         self.host = host
+        self.backlog = backlog
         with _bound_socket(host, port, reuse_port=False) as probe:
             self.port = int(probe.getsockname()[1])
         self._reserved = _bound_socket(host, self.port, reuse_port=True)
@@ -97,13 +95,15 @@ class PortShare:
     def __exit__(self, *exc: object) -> None:
         self._reserved.close()
 
-    def __reduce__(self) -> tuple[Callable[[str, int], socket.socket], tuple[str, int]]:
-        return _worker_socket, (self.host, self.port)
+    def __reduce__(
+        self,
+    ) -> tuple[Callable[[str, int, int], socket.socket], tuple[str, int, int]]:
+        return _worker_socket, (self.host, self.port, self.backlog)
 
 
-def _worker_socket(host: str, port: int) -> socket.socket:
+def _worker_socket(host: str, port: int, backlog: int) -> socket.socket:
     sock = _bound_socket(host, port, reuse_port=True)
-    sock.listen(LISTEN_BACKLOG)
+    sock.listen(backlog)
     return sock
 
 
