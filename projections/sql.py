@@ -6,7 +6,7 @@ import hashlib
 import io
 import operator
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -301,13 +301,23 @@ def _copy_text(value: Any) -> str:
         return "t" if value else "f"
     if kind is int or kind is float:
         return str(value)
-    if kind is datetime and (value.tzinfo is None or value.tzinfo is UTC):
-        return orjson.dumps(value)[1:-1].decode()  # what isoformat gives, ~3x faster
+    if kind is datetime:
+        return _datetime_text(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview):
         return "\\\\x" + bytes(value).hex()  # bytea hex format, backslash escaped for COPY
     return str(value).translate(_COPY_ESCAPES)
+
+
+def _datetime_text(value: datetime) -> str:
+    """``value.isoformat()``, written by orjson (~3x faster) where it gives the same text:
+    naive times and whole-minute offsets, of any tzinfo (events read from the log carry
+    pydantic's ``TzInfo``); orjson rounds ``+00:00:30`` to ``+00:01``."""
+    offset = value.utcoffset()
+    if offset is None or offset.seconds % 60 == 0:
+        return orjson.dumps(value)[1:-1].decode()
+    return value.isoformat()
 
 
 def _row_chunks(table: sa.Table, rows: Sequence[dict[str, Any]]) -> Iterable[Sequence[Any]]:

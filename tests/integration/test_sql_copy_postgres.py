@@ -28,7 +28,7 @@ things = sa.Table(
     sa.Column("blob", sa.LargeBinary),
 )
 
-ZONES = [UTC, timezone(timedelta(hours=5, minutes=30))]  # COPY writes UTC times by orjson
+ZONES = [UTC, timezone(timedelta(hours=5, minutes=30))]  # both written by orjson in COPY
 AWKWARD = ["tab\there", "new\nline", "back\\slash", "\\N", "", "carriage\rreturn", "ünïcødé ✓"]
 
 
