@@ -12,7 +12,7 @@ from rich.console import Console
 
 from crm.bootstrap import build_event_log, build_projection_store
 from crm.settings import Settings
-from projections.faust_app import DEFAULT_GROUP_ID, run_worker
+from projections.faust_app import DEFAULT_GROUP_ID, DEFAULT_STOP_TIMEOUT_S, run_worker
 from projections.processing import BatchProjector
 from projections.runner import follow
 
@@ -58,6 +58,14 @@ def process(
             help="apply batches in a child process (its own GIL, away from faust's threads)",
         ),
     ] = True,
+    stop_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="seconds a graceful stop (SIGTERM, Ctrl-C) may take before the worker exits "
+            "anyway with code 3, logging its threads' stacks; nothing is lost",
+        ),
+    ] = DEFAULT_STOP_TIMEOUT_S,
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.info,
 ) -> None:
     """Project the event topic into the database until SIGTERM or Ctrl-C.
@@ -79,6 +87,7 @@ def process(
         batch_wait=batch_wait,
         child_process=child_process,
         log_level=log_level.value,
+        stop_timeout=stop_timeout,
     )
 
 

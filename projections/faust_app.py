@@ -30,7 +30,12 @@ faust's threads do not share.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import os
+import signal
+import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +52,8 @@ from projections.processing import BatchProjector, ProcessorSettings
 
 __all__ = [
     "DEFAULT_GROUP_ID",
+    "DEFAULT_STOP_TIMEOUT_S",
+    "STOP_TIMEOUT_EXIT_CODE",
     "Batches",
     "CheckpointConsumer",
     "Projection",
@@ -420,6 +427,54 @@ def build_app(
     return app
 
 
+DEFAULT_STOP_TIMEOUT_S = 45.0
+STOP_TIMEOUT_EXIT_CODE = 3
+
+
+class _Worker(faust.Worker):
+    """faust's worker, which honours a stop signal that came while it was being built, and
+    whose graceful stop has a deadline.
+
+    A stop waits for the batch in progress and for the consumer to leave its group, which
+    normally takes a few seconds. Should a stop hang (a rebalance callback or a client
+    waiting on something that never comes), a supervisor's stop would otherwise wait for
+    ever or end in SIGKILL with no trace. After ``stop_timeout`` seconds this worker logs
+    an error, writes every thread's stack (code locations only, no values) to stderr, and
+    exits with ``STOP_TIMEOUT_EXIT_CODE``. Nothing is lost: a batch in progress rolls back
+    and the checkpoints say where the next worker resumes.
+    """
+
+    def __init__(
+        self, app: faust.App, stop_timeout: float, signalled: threading.Event, **options: Any
+    ) -> None:
+        super().__init__(app, **options)
+        self.stop_timeout = stop_timeout
+        self.signalled = signalled
+
+    def install_signal_handlers(self) -> None:
+        super().install_signal_handlers()
+        if self.signalled.is_set():  # between run_worker's check and faust's handlers
+            self._schedule_shutdown(signal.SIGTERM)
+
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
+        if not self._signal_stop_time:  # the first signal starts the stop, and the clock
+            timer = threading.Timer(self.stop_timeout, _stop_timed_out, (self.stop_timeout,))
+            timer.daemon = True
+            timer.start()
+        super()._schedule_shutdown(sig)
+
+
+def _stop_timed_out(stop_timeout: float) -> None:
+    log.error(
+        "the worker did not stop within %.0f s of the signal: exiting (code %d) without "
+        "waiting further; the stacks of its threads follow",
+        stop_timeout,
+        STOP_TIMEOUT_EXIT_CODE,
+    )
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    os._exit(STOP_TIMEOUT_EXIT_CODE)
+
+
 def run_worker(
     settings: S,
     projector_factory: Callable[[S], BatchProjector],
@@ -430,11 +485,19 @@ def run_worker(
     child_process: bool = False,
     log_level: str = "info",
     options: Mapping[str, Any] | None = None,
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
 ) -> None:
     """Run one worker in the foreground until SIGTERM or SIGINT, then stop gracefully.
 
-    Raises ``SystemExit`` (0 after a clean stop), as faust's worker always does.
+    A graceful stop lets the batch in progress commit and leaves the consumer group. One
+    that takes longer than ``stop_timeout`` seconds is cut short (see :class:`_Worker`).
+    SIGTERM or SIGINT while the worker is being built (its projector can take seconds to
+    start) stops it before it joins the group. Raises ``SystemExit`` (0 after a clean stop),
+    as faust's worker always does.
     """
+    signalled = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # until faust's handlers replace these
+        signal.signal(sig, lambda *_: signalled.set())
     app = build_app(
         settings,
         projector_factory,
@@ -445,7 +508,14 @@ def run_worker(
         log_level=log_level,
         options=options,
     )
-    worker = faust.Worker(app, loglevel=log_level, quiet=True, redirect_stdouts=False)
+    if signalled.is_set():
+        # faust has not set up logging yet: say it on stderr, where its log would go
+        print("stopped by a signal while starting, before joining the group", file=sys.stderr)
+        app.projection.close()
+        raise SystemExit(0)
+    worker = _Worker(
+        app, stop_timeout, signalled, loglevel=log_level, quiet=True, redirect_stdouts=False
+    )
     try:
         worker.execute_from_commandline()
     finally:

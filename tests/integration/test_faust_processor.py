@@ -34,7 +34,7 @@ from crm.settings import Settings
 from events.kafka import KafkaEventLog
 from events.log import LogRecord, Position
 from producers.synthetic import SyntheticTouchpoints
-from projections.faust_app import Projection
+from projections.faust_app import DEFAULT_STOP_TIMEOUT_S, STOP_TIMEOUT_EXIT_CODE, Projection
 from projections.processing import BatchProjector
 from schemas import Envelope
 
@@ -154,6 +154,18 @@ class SqliteBatchProjector:
             rows = db.execute("SELECT partition, offset FROM applied WHERE topic = ?", (topic,))
             return [(int(p), int(o)) for p, o in rows]
 
+    def in_transaction(self) -> bool:
+        """Whether a worker holds the write lock, i.e. is inside ``apply_batch``."""
+        db = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:  # database is locked
+            return True
+        finally:
+            db.close()
+
     def applied_more_than(self, topic: str, count: int) -> bool:
         with closing(self._connect()) as db:
             row = db.execute("SELECT count(*) FROM applied WHERE topic = ?", (topic,)).fetchone()
@@ -179,9 +191,14 @@ def _worker_main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--apply-delay", type=float, default=0.0)
+    parser.add_argument("--stop-timeout", type=float, default=DEFAULT_STOP_TIMEOUT_S)
+    parser.add_argument("--build-delay", type=float, default=0.0)
     args = parser.parse_args()
 
     def factory(settings: Settings) -> BatchProjector:
+        if args.build_delay:  # a projector slow to start; the test waits for the marker
+            (args.db.parent / "building").touch()
+            time.sleep(args.build_delay)
         return SqliteBatchProjector(args.db, apply_delay_s=args.apply_delay)
 
     run_worker(
@@ -192,6 +209,7 @@ def _worker_main() -> None:
         batch_wait=0.2,
         log_level="info",
         options=FAST_GROUP,
+        stop_timeout=args.stop_timeout,
     )
 
 
@@ -209,7 +227,13 @@ class Workers:
         self.db, self.logs, self.group = db, logs, f"group-{topic}"
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *, apply_delay: float = 0.0) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        *,
+        apply_delay: float = 0.0,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
+        build_delay: float = 0.0,
+    ) -> subprocess.Popen[bytes]:
         log = (self.logs / f"worker-{len(self.started)}.log").open("wb")
         proc = subprocess.Popen(
             [
@@ -217,6 +241,7 @@ class Workers:
                 "-m",
                 "tests.integration.test_faust_processor",
                 *("--db", str(self.db), "--group", self.group, "--apply-delay", str(apply_delay)),
+                *("--stop-timeout", str(stop_timeout), "--build-delay", str(build_delay)),
             ],
             cwd=REPO,
             env=self.env,
@@ -464,6 +489,49 @@ def test_a_second_worker_joining_and_leaving_mid_stream_keeps_exactly_once(
         )
         time.sleep(1)
         assert first.poll() is None, group.tail()
+        assert_exactly_once(projector, topic_log.topic, positions)
+
+
+def test_a_worker_signalled_while_starting_stops_cleanly_before_joining(
+    services: TestServices, topic_log: KafkaEventLog, tmp_path: Path
+) -> None:
+    with workers(services, topic_log.topic, tmp_path) as group:
+        topic_log.append(_events(100, seed=6))
+        worker = group.start(build_delay=5)
+        wait_until((tmp_path / "building").exists, "the projector being built", 60, group)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, group.tail()  # not killed by the signal (-15)
+        log = (group.logs / "worker-0.log").read_text(errors="replace")
+        assert "stopped by a signal while starting" in log
+        assert "Traceback" not in log
+        assert SqliteBatchProjector(group.db).applied(topic_log.topic) == []
+
+
+def test_a_stop_past_its_deadline_exits_with_the_stacks_and_loses_nothing(
+    services: TestServices, topic_log: KafkaEventLog, tmp_path: Path
+) -> None:
+    with workers(services, topic_log.topic, tmp_path) as group:
+        projector = SqliteBatchProjector(group.db)
+        positions = topic_log.append(_events(1_000, seed=5))
+        stuck = group.start(apply_delay=300, stop_timeout=3)  # a batch that never ends
+        wait_until(projector.in_transaction, "the worker inside a batch", 60, group)
+        stuck.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert stuck.wait(30) == STOP_TIMEOUT_EXIT_CODE, group.tail()
+        took = time.monotonic() - signalled
+        assert 3 <= took < 15, took
+        log = (group.logs / "worker-0.log").read_text(errors="replace")
+        assert "did not stop within 3 s" in log
+        assert "in apply_batch" in log  # the stack of the thread it waited for
+        assert projector.applied(topic_log.topic) == []  # the batch rolled back
+
+        group.start()  # the next worker applies everything, once
+        wait_until(
+            lambda: len(projector.applied(topic_log.topic)) >= len(positions),
+            "every event after the cut-short stop",
+            60,
+            group,
+        )
         assert_exactly_once(projector, topic_log.topic, positions)
 
 
