@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import sqlalchemy as sa
@@ -23,16 +23,17 @@ from rich.console import Console
 from rich.table import Table
 
 from crm.bootstrap import build_event_log, build_projection_store
-from crm.charts import assessment_chart, campaign_chart
 from crm.settings import Settings
 from events.log import EventLog
 from projections import planning
-from projections.assessment import AssessmentRun, run_assessment
 from projections.planning import CampaignResults, PlanningError
 from projections.store import SqlProjectionStore, active_segments_query
 from projections.tables import customer_segments
 from schemas import Channel
 from schemas.rules import RuleError
+
+if TYPE_CHECKING:  # the assessment (scipy) and the charts (matplotlib) load when used
+    from projections.assessment import AssessmentRun
 
 console = Console(stderr=True)
 segments_app = typer.Typer(help="Segments: define, retire, evaluate, list.", no_args_is_help=True)
@@ -83,6 +84,9 @@ def assess_command(
 
 
 def _assess_once(run_id: str | None, charts: Path | None, as_json: bool) -> None:
+    from crm.charts import assessment_chart
+    from projections.assessment import run_assessment
+
     with _loop() as (settings, event_log, store):
         with console.status("assessing customers"):
             run = run_assessment(
@@ -295,6 +299,8 @@ def campaigns_results(
     else:
         print_campaign(results)
     if charts is not None:
+        from crm.charts import campaign_chart
+
         console.print(f"chart: {campaign_chart(results, charts / f'{campaign_id}.png')}")
 
 

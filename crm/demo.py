@@ -48,7 +48,6 @@ from rich.table import Table
 
 from auth import Scope, SqlApiKeyStore
 from crm.bootstrap import build_event_log, build_projection_store
-from crm.charts import assessment_chart, campaign_chart
 from crm.cli_loop import results_json
 from crm.settings import Settings
 from events.log import EventLog
@@ -61,7 +60,6 @@ from producers.campaign_responses import (
 )
 from producers.synthetic import SyntheticTouchpoints
 from projections import planning
-from projections.assessment import AssessmentRun, run_assessment
 from projections.planning import CampaignResults, Launch, SegmentEvaluation
 from projections.runner import catch_up
 from projections.sql import create_engine_for
@@ -69,8 +67,10 @@ from projections.store import SqlProjectionStore
 from projections.tables import customer_campaigns, customers
 from schemas import Channel, Envelope
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the assessment (scipy) and the charts (matplotlib) load when used
     from fastapi import FastAPI
+
+    from projections.assessment import AssessmentRun
 
 CYCLE_GAP: Final = timedelta(days=21)
 WINDOW_DAYS: Final = 14
@@ -289,6 +289,8 @@ class _Demo:
         progress.update(task, advance=len(batch), rate=rate)
 
     def assess(self, cycle: _Cycle, run_id: str) -> None:
+        from projections.assessment import run_assessment
+
         with self.step(f"{run_id}: assess", f"assessing every customer as of {cycle.at:%Y-%m-%d}"):
             cycle.assessment = run_assessment(
                 self.log,
@@ -375,6 +377,8 @@ class _Demo:
     # -- report -------------------------------------------------------------------
 
     def report(self, customers_n: int, events_n: int) -> DemoReport:
+        from crm.charts import assessment_chart, campaign_chart
+
         with self.step("charts"):
             files = []
             for n, cycle in (("1", self.c1), ("2", self.c2)):

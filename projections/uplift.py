@@ -16,9 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
-
-from scipy import stats
+from typing import Any, Final
 
 PROPORTION_METHOD: Final = "newcombe-hybrid-score"
 MEAN_METHOD: Final = "welch-t"
@@ -111,7 +109,7 @@ def proportion_uplift(
     high = min(1.0, d + math.hypot(u1 - p1, p2 - l2))
     pooled = (treat_conv + ctrl_conv) / (treat_n + ctrl_n)
     se = math.sqrt(pooled * (1 - pooled) * (1 / treat_n + 1 / ctrl_n))
-    p_value = 2 * float(stats.norm.sf(abs(d) / se)) if se > 0 else None
+    p_value = 2 * float(_stats().norm.sf(abs(d) / se)) if se > 0 else None
     return Uplift(
         treatment_rate=p1,
         control_rate=p2,
@@ -153,8 +151,8 @@ def mean_uplift(
     if se == 0:
         return MeanUplift(m1, m2, d, None, None, lift, None, None, MEAN_METHOD)
     df = (a + b) ** 2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
-    t_crit = float(stats.t.ppf(0.5 + confidence / 2, df))
-    p_value = 2 * float(stats.t.sf(abs(d) / se, df))
+    t_crit = float(_stats().t.ppf(0.5 + confidence / 2, df))
+    p_value = 2 * float(_stats().t.sf(abs(d) / se, df))
     return MeanUplift(
         treatment_mean=m1,
         control_mean=m2,
@@ -175,7 +173,15 @@ def _check_confidence(confidence: float) -> None:
 
 def _z(confidence: float) -> float:
     _check_confidence(confidence)
-    return float(stats.norm.ppf(0.5 + confidence / 2))
+    return float(_stats().norm.ppf(0.5 + confidence / 2))
+
+
+def _stats() -> Any:
+    """``scipy.stats``, imported on first use: it takes about a second, which every ``crm``
+    command paid at start (the CLI imports the planning commands)."""
+    from scipy import stats
+
+    return stats
 
 
 def _check_counts(successes: int, n: int) -> None:
