@@ -23,6 +23,7 @@ from crm.devservices.testing import TestServices
 from crm.settings import Settings
 from events.kafka import KafkaEventLog
 from producers.synthetic import SyntheticTouchpoints
+from projections.faust_app import DEFAULT_STOP_TIMEOUT_S
 from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore
 from projections.tables import outbox
@@ -72,7 +73,7 @@ class Deployment:
                 "--batch-wait",
                 "0.2",
                 "--log-level",
-                "warning",
+                "info",
             ],
             env=self.env,
             stdout=out,
@@ -80,6 +81,14 @@ class Deployment:
         )
         self.workers.append(proc)
         return proc
+
+    def wait_assigned(self, worker: int, timeout: float = 120) -> None:
+        """Until worker number ``worker`` has been given partitions (it logs where it starts)."""
+        log = self.logs / f"worker-{worker}.log"
+        deadline = time.monotonic() + timeout
+        while b"starting at checkpoints" not in log.read_bytes():
+            assert time.monotonic() < deadline, self.tail()
+            time.sleep(0.2)
 
     def publish_in_background(self, events: list[Envelope]) -> threading.Thread:
         def run() -> None:
@@ -110,7 +119,7 @@ class Deployment:
 
     def tail(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n" + p.read_text(errors="replace")[-3_000:]
+            f"--- {p.name}\n" + p.read_text(errors="replace")[-12_000:]
             for p in sorted(self.logs.glob("worker-*.log"))
         )
 
@@ -151,7 +160,7 @@ def test_kill_9_at_random_moments_loses_and_double_counts_nothing(
     publisher.join(300)
     deployment.wait_settled()
     final.send_signal(signal.SIGTERM)
-    assert final.wait(60) == 0, deployment.tail()
+    assert final.wait(DEFAULT_STOP_TIMEOUT_S + 15) == 0, deployment.tail()
     elapsed = time.monotonic() - started
 
     got = projected(deployment.store)
@@ -169,13 +178,14 @@ def test_a_second_worker_joining_and_leaving_changes_nothing(deployment: Deploym
     publisher = deployment.publish_in_background(events)
     time.sleep(3)
     second = deployment.start_worker()  # joins mid-stream: the group rebalances
-    time.sleep(10)
+    deployment.wait_assigned(1)
+    time.sleep(3)  # applies some batches
     second.send_signal(signal.SIGTERM)  # leaves mid-stream: rebalances again
-    assert second.wait(60) == 0, deployment.tail()
+    assert second.wait(DEFAULT_STOP_TIMEOUT_S + 15) == 0, deployment.tail()
     publisher.join(300)
     deployment.wait_settled()
     first.send_signal(signal.SIGTERM)
-    assert first.wait(60) == 0, deployment.tail()
+    assert first.wait(DEFAULT_STOP_TIMEOUT_S + 15) == 0, deployment.tail()
     assert projected(deployment.store) == expected(
         events, deployment.store.shared_threshold, deployment.hasher
     )
