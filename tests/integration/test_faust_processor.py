@@ -231,7 +231,7 @@ class Workers:
         self,
         *,
         apply_delay: float = 0.0,
-        stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
+        stop_timeout: float = 20,  # below the tests' 30 s waits: a hung stop shows its stacks
         build_delay: float = 0.0,
     ) -> subprocess.Popen[bytes]:
         log = (self.logs / f"worker-{len(self.started)}.log").open("wb")
