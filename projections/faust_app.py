@@ -496,8 +496,14 @@ def run_worker(
     as faust's worker always does.
     """
     signalled = threading.Event()
+
+    def stop_when_built(*_: Any) -> None:
+        signalled.set()  # a second signal acts at once, as before
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     for sig in (signal.SIGTERM, signal.SIGINT):  # until faust's handlers replace these
-        signal.signal(sig, lambda *_: signalled.set())
+        signal.signal(sig, stop_when_built)
     app = build_app(
         settings,
         projector_factory,

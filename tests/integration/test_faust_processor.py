@@ -197,7 +197,7 @@ def _worker_main() -> None:
 
     def factory(settings: Settings) -> BatchProjector:
         if args.build_delay:  # a projector slow to start; the test waits for the marker
-            (args.db.parent / "building").touch()
+            (args.db.parent / f"building-{os.getpid()}").touch()
             time.sleep(args.build_delay)
         return SqliteBatchProjector(args.db, apply_delay_s=args.apply_delay)
 
@@ -497,14 +497,21 @@ def test_a_worker_signalled_while_starting_stops_cleanly_before_joining(
 ) -> None:
     with workers(services, topic_log.topic, tmp_path) as group:
         topic_log.append(_events(100, seed=6))
-        worker = group.start(build_delay=5)
-        wait_until((tmp_path / "building").exists, "the projector being built", 60, group)
+        worker, impatient = group.start(build_delay=5), group.start(build_delay=120)
+        for proc in (worker, impatient):
+            building = tmp_path / f"building-{proc.pid}"
+            wait_until(building.exists, "the projector being built", 60, group)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0, group.tail()  # not killed by the signal (-15)
         log = (group.logs / "worker-0.log").read_text(errors="replace")
         assert "stopped by a signal while starting" in log
         assert "Traceback" not in log
         assert SqliteBatchProjector(group.db).applied(topic_log.topic) == []
+        # a second signal does not wait for the build: it acts at once, as the default does
+        impatient.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        impatient.send_signal(signal.SIGTERM)
+        assert impatient.wait(10) == -signal.SIGTERM
 
 
 def test_a_stop_past_its_deadline_exits_with_the_stacks_and_loses_nothing(
