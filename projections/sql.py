@@ -313,9 +313,10 @@ def _copy_text(value: Any) -> str:
 def _datetime_text(value: datetime) -> str:
     """``value.isoformat()``, written by orjson (~3x faster) where it gives the same text:
     naive times and whole-minute offsets, of any tzinfo (events read from the log carry
-    pydantic's ``TzInfo``); orjson rounds ``+00:00:30`` to ``+00:01``."""
+    pydantic's ``TzInfo``); orjson rounds ``+00:00:30`` to ``+00:01`` and drops an
+    offset's microseconds."""
     offset = value.utcoffset()
-    if offset is None or offset.seconds % 60 == 0:
+    if offset is None or (offset.seconds % 60 == 0 and not offset.microseconds):
         return orjson.dumps(value)[1:-1].decode()
     return value.isoformat()
 

@@ -32,6 +32,7 @@ class _Odd(tzinfo):
         datetime(2026, 5, 1, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
         datetime(2026, 5, 1, 0, 0, 30, tzinfo=timezone(timedelta(seconds=30))),
         datetime(2026, 5, 1, 0, 0, 30, tzinfo=timezone(timedelta(seconds=-30))),
+        datetime(2026, 5, 1, 12, tzinfo=timezone(timedelta(hours=1, microseconds=5))),
         _Stamped.model_validate({"at": "2026-05-01T12:00:00.5Z"}).at,  # pydantic's TzInfo
         _Stamped.model_validate({"at": "2026-05-01T12:00:00+02:00"}).at,
         datetime(2026, 5, 1, 12, tzinfo=_Odd()),
