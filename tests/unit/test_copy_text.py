@@ -23,6 +23,9 @@ class _Odd(tzinfo):
     def dst(self, dt: datetime | None) -> timedelta:
         return timedelta(0)
 
+    def tzname(self, dt: datetime | None) -> str:
+        return "ODD"
+
 
 @pytest.mark.parametrize(
     "value",
