@@ -332,6 +332,7 @@ def replay(
                 as_of=until,
                 batch_size=batch_size,
                 keep_old=keep_old,
+                retain=settings.replay_retain_customers,
                 on_total=lambda total: progress.update(task, total=total),
                 progress=advance,
             )

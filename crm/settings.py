@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         "waiting for the WAL flush (a database crash loses their last few hundred ms, "
         "checkpoints included, and the processor applies them again from the log)",
     )
+    replay_retain_customers: int = Field(
+        default=250_000,
+        ge=0,
+        description="crm replay keeps up to this many customers in memory between its "
+        "batches and writes each once (~2.5 KB each); 0 = write them after every batch",
+    )
     api_max_lag: int = Field(
         default=10_000, ge=0, description="/readyz fails when projections are further behind"
     )

@@ -6,6 +6,8 @@ No projection logic here: ``read_api`` imports this module and ``projections.tab
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -14,13 +16,17 @@ from projections.tables import customer_aliases, customers
 MAX_ALIAS_HOPS = 64
 
 
-def live_customer(conn: Connection, customer_id: str) -> str | None:
-    """Follow aliases from ``customer_id`` to a customer that exists (None if none)."""
+def live_customer(conn: Connection, customer_id: str, unwritten: Container[str] = ()) -> str | None:
+    """Follow aliases from ``customer_id`` to a customer that exists (None if none):
+    a row, or one of ``unwritten`` (customers a rebuild holds in memory)."""
     current = customer_id
     for _ in range(MAX_ALIAS_HOPS):
-        if conn.execute(
-            sa.select(customers.c.customer_id).where(customers.c.customer_id == current)
-        ).first():
+        if (
+            current in unwritten
+            or conn.execute(
+                sa.select(customers.c.customer_id).where(customers.c.customer_id == current)
+            ).first()
+        ):
             return current
         target = conn.execute(
             sa.select(customer_aliases.c.customer_id).where(customer_aliases.c.alias == current)

@@ -61,6 +61,11 @@ class ReplaySource:
 BATCH_SIZE = 20_000
 """Events per transaction of a rebuild (what ``crm replay`` uses)."""
 
+RETAIN = 250_000
+"""Customers a rebuild keeps in memory between batches, written once rather than after
+every batch they change in (see ``projections.store._Retained``): ~2.5 KB each with
+their identity nodes (measured: 58 MiB more peak RSS for 23,096 customers)."""
+
 
 def remaining(event_log: EventLog, store: SqlProjectionStore, until: Mapping[int, int]) -> int:
     done = store.checkpoints(event_log.topic)
@@ -89,6 +94,7 @@ def _apply_until(
         if progress:
             progress(len(batch))
     store.apply_deferred()
+    store.write_retained()
     return applied
 
 
@@ -96,7 +102,7 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
 
 
-def _fresh_store(source: ReplaySource, name: str) -> tuple[SqlProjectionStore, str]:
+def _fresh_store(source: ReplaySource, name: str, retain: int) -> tuple[SqlProjectionStore, str]:
     if source.database_url:
         engine = create_engine_for(source.database_url, source.sqlite_path)
         target = f"{source.schema}_{name}"
@@ -113,6 +119,7 @@ def _fresh_store(source: ReplaySource, name: str) -> tuple[SqlProjectionStore, s
         shared_threshold=source.shared_threshold,
         live=False,
         protector=source.protector,
+        retain=retain,
     )
     store.create()
     return store, target
@@ -125,13 +132,14 @@ def rebuild(
     as_of: datetime | None = None,
     batch_size: int = BATCH_SIZE,
     keep_old: bool = False,
+    retain: int = RETAIN,
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
 ) -> ReplayResult:
     """Rebuild every projection from the log (see the module doc)."""
     started = datetime.now(UTC)
     name = f"asof_{as_of.astimezone(UTC):%Y%m%dT%H%M%S}" if as_of else f"replay_{_stamp()}"
-    store, target = _fresh_store(source, name)
+    store, target = _fresh_store(source, name, retain)
     cut = event_log.offsets_for_time(as_of) if as_of else event_log.end_offsets()
     if on_total:
         on_total(sum(cut.values()))

@@ -34,7 +34,8 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,25 @@ class _Node:
 
 
 @dataclass
+class _Retained:
+    """What a rebuild keeps in memory from one batch to the next (``retain``).
+
+    A rebuild's schema has no readers until it is switched in, so its customers need
+    not be written after every batch: they stay here, are folded on by later batches,
+    and are written once, when the cache outgrows ``limit`` and at the end of the
+    rebuild (``SqlProjectionStore.write_retained``). Identity nodes stay too (their
+    rows are still written by every batch: splits and erasures read them back).
+    """
+
+    limit: int
+    nodes: dict[str, _Node] = field(default_factory=dict)
+    customers: dict[str, _Customer] = field(default_factory=dict)
+    broken: bool = False
+    """A batch failed after changing retained states in place: nothing they hold can be
+    trusted, so the store refuses further batches (the rebuild starts again)."""
+
+
+@dataclass
 class _Customer:
     anchor: str
     state: CustomerState
@@ -168,6 +188,7 @@ class SqlProjectionStore:
         clock: Clock = _utcnow,
         protector: Protector | None = None,
         async_commit: bool = True,
+        retain: int = 0,
     ) -> None:
         """``live=False`` for a rebuild: it must not wait for the replay switch lock, and
         takes no closed-loop decisions (they are in the log already). ``clock`` is "now"
@@ -180,7 +201,14 @@ class SqlProjectionStore:
         rebuilt from the log: if PostgreSQL crashes, it loses the last few hundred ms of
         such batches together with their checkpoints, never half a batch, and the
         processor applies them again. A batch with derived events or dead letters
-        commits durably, because its outbox goes to Kafka right after."""
+        commits durably, because its outbox goes to Kafka right after.
+
+        ``retain`` (a rebuild only): keep up to that many customers' states in memory
+        between batches and write them once (see ``_Retained``); 0 writes every batch's
+        customers in its own transaction, as live."""
+        if retain and live:
+            raise ValueError("only a rebuild (live=False) may retain customers between batches")
+        self._retained = _Retained(retain) if retain else None
         self.live = live
         self.async_commit = async_commit
         self.protector = protector
@@ -260,7 +288,7 @@ class SqlProjectionStore:
                     return self._apply_once(topic, records)
             except DBAPIError as exc:
                 code = getattr(exc.orig, "pgcode", None)
-                if code not in _RETRYABLE or attempt == 9:
+                if code not in _RETRYABLE or attempt == 9 or self._retained:
                     raise
                 log.info("batch conflicted with another worker (%s); retrying", code)
                 time.sleep(0.05 * (attempt + 1))
@@ -270,25 +298,62 @@ class SqlProjectionStore:
         """One attempt. The batch's objects are freed when this returns, before
         ``collection_paused`` collects the young generations (which would otherwise
         walk all of them: 33 ms for 5,000 events)."""
-        with self.engine.begin() as conn:
+        with self._retaining(), self.engine.begin() as conn:
             batch = self._batch(conn)
             applied = batch.run(topic, records)
+            retained = self._retained
+            if retained and len(retained.customers) > retained.limit:
+                batch.write_customers()
+                retained.nodes.clear()
+                retained.customers.clear()
             if batch.derived:
                 self._outbox_pending = True
             elif self.async_commit and is_postgres(conn):
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             return applied
 
+    def write_retained(self) -> int:
+        """Write the customers a rebuild kept in memory (``retain``); returns how many."""
+        retained = self._retained
+        if retained is None:
+            return 0
+        with self._retaining(), self.engine.begin() as conn:
+            return self._batch(conn).write_customers()
+
+    @contextmanager
+    def _retaining(self) -> Iterator[None]:
+        """Mark the retained states broken if a transaction that changed them fails."""
+        retained = self._retained
+        if retained is None:
+            yield
+            return
+        if retained.broken:
+            raise RuntimeError(
+                "an earlier batch of this rebuild failed after changing the customers it "
+                "keeps in memory; start the rebuild again"
+            )
+        try:
+            yield
+        except BaseException:
+            retained.broken = True
+            raise
+
     def _batch(self, conn: Connection) -> _Batch:
         return _Batch(
-            conn, self.shared_threshold, self.live, self.clock, self.protector, self.schema or ""
+            conn,
+            self.shared_threshold,
+            self.live,
+            self.clock,
+            self.protector,
+            self.schema or "",
+            self._retained,
         )
 
     def apply_deferred(self, batch_size: int = 2_000) -> int:
         """Apply the events a rebuild set aside (see ``_Batch._defer``); returns how many."""
         applied = 0
         while True:
-            with self.engine.begin() as conn:
+            with self._retaining(), self.engine.begin() as conn:
                 rows = conn.execute(
                     sa.select(deferred_events)
                     .order_by(deferred_events.c.log_partition, deferred_events.c.log_offset)
@@ -370,8 +435,10 @@ class _Batch:
         clock: Clock,
         protector: Protector | None = None,
         lock_space: str = "",
+        retained: _Retained | None = None,
     ) -> None:
         self.conn = conn
+        self.retained = retained
         self.lock_space = lock_space  # the schema: batches of other schemas never wait
         self.protector = protector
         # redaction hashes identifiers; without a key store, with a throwaway key
@@ -389,8 +456,8 @@ class _Batch:
         self.orders: list[tuple[str, Envelope]] = []
         self.history_rows: list[dict[str, Any]] = []
         self.threshold = threshold
-        self.nodes: dict[str, _Node] = {}
-        self.customers: dict[str, _Customer] = {}
+        self.nodes: dict[str, _Node] = retained.nodes if retained else {}
+        self.customers: dict[str, _Customer] = retained.customers if retained else {}
         self.direct: dict[str, str] = {}
         self.alias_rows: list[dict[str, Any]] = []
         self.redirect: dict[str, str] = {}
@@ -459,9 +526,10 @@ class _Batch:
         to_split = self._link(node_lists)
         if to_split:
             self._flush()
+            rewritten: set[str] = set()
             for customer_id in sorted(to_split):
-                self._split(customer_id, events[0][1])
-            self.customers.clear()
+                rewritten |= self._split(customer_id, events[0][1])
+            self._forget(rewritten)
             self._load(node_lists, reload=True)
         self._write_definitions()
         for (record, event), event_nodes in zip(events, node_lists, strict=True):
@@ -578,8 +646,10 @@ class _Batch:
             self._lock(f"node:{n}" for n in names)
         while True:
             self._read_nodes(names)
-            self.direct = {d: live_customer(self.conn, d) or d for d in sorted(direct)}
-            wanted = {n.customer_id for n in self.nodes.values() if n.customer_id}
+            self.direct = {
+                d: live_customer(self.conn, d, self.customers) or d for d in sorted(direct)
+            }
+            wanted = {c for n in names if (c := self.nodes[n].customer_id)}
             wanted |= set(self.direct.values())
             if wanted <= self.locked:
                 break
@@ -604,6 +674,8 @@ class _Batch:
             lock_keys(self.conn, (f"{self.lock_space}:{name}" for name in names))
 
     def _read_nodes(self, names: set[str]) -> None:
+        if self.retained:
+            names = names - self.nodes.keys()
         for chunk in chunks(sorted(names)):
             for row in self.conn.execute(
                 sa.select(identity_nodes).where(one_of(self.conn, identity_nodes.c.node, chunk))
@@ -658,8 +730,9 @@ class _Batch:
         rows = [{"a": a, "b": b} for a, b in edges]
         return [(a, b) for a, b in insert_new(self.conn, identity_edges, rows, ["a", "b"])]
 
-    def _split(self, customer_id: str, trigger: Envelope) -> None:
-        """Recompute a customer whose links ran through an identifier now known as shared."""
+    def _split(self, customer_id: str, trigger: Envelope) -> set[str]:
+        """Recompute a customer whose links ran through an identifier now known as shared;
+        returns the customers whose rows it rewrote (that one and its parts)."""
         conn = self.conn
         rows = conn.execute(
             sa.select(identity_nodes.c.node, identity_nodes.c.shared).where(
@@ -731,6 +804,20 @@ class _Batch:
         )
         self.outbox_rows.append(_split_event(customer_id, sorted(anchors), shared, trigger))
         self.locked |= anchors.keys()
+        return {customer_id, *anchors}
+
+    def _forget(self, rewritten: set[str]) -> None:
+        """Drop the loaded customers (and a rebuild's retained nodes) that splits rewrote
+        in the database, to be read again. A split refolds its customer from the timeline
+        (complete after ``_flush``), so a retained state of it that was never written is
+        replaced, not lost; the other retained customers are untouched by it."""
+        if not self.retained:
+            self.customers.clear()
+            return
+        for customer_id in rewritten:
+            self.customers.pop(customer_id, None)
+        for name in [n for n, node in self.nodes.items() if node.customer_id in rewritten]:
+            del self.nodes[name]
 
     # -- pass 2: resolve and apply ----------------------------------------------------
 
@@ -1067,9 +1154,15 @@ class _Batch:
     # -- writing ----------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Write everything pending; the batch may go on (nodes and customers stay loaded)."""
+        """Write everything pending; the batch may go on (nodes and customers stay loaded).
+
+        Customers kept in memory by a rebuild (``retained``) wait for ``write_customers``."""
         conn = self.conn
         survivors = {merged: self._find(merged) for merged in self.redirect}
+        if self.retained and survivors:  # retained nodes outlive the batch's redirects
+            for kept in self.nodes.values():
+                if kept.customer_id in survivors:
+                    kept.customer_id = survivors[kept.customer_id]
         for chunk in chunks(sorted(survivors), 500):
             # one statement per table for all the batch's merges (not one per merge)
             for table in (identity_nodes, timeline, segment_history):
@@ -1114,22 +1207,8 @@ class _Batch:
         )
         for _, node in dirty_nodes:
             node.dirty = False
-        dirty = [(cid, c) for cid, c in self.customers.items() if c.dirty]
-        rows = [_customer_row(cid, c) for cid, c in dirty]
-        upsert(conn, customers, rows, ["customer_id"])
-        changed = []  # customers whose segment or campaign rows differ from the stored ones
-        for (cid, customer), row in zip(dirty, rows, strict=True):
-            now = (row["state"]["segments"], row["state"]["campaigns"])
-            if customer.new or now != customer.stored:
-                changed.append((cid, customer))
-            customer.stored = now
-        _rewrite_customer_rows(
-            conn,
-            [(cid, c.state) for cid, c in changed],
-            new=[cid for cid, c in changed if c.new],
-        )
-        for _, customer in dirty:
-            customer.dirty = customer.new = False
+        if not self.retained:
+            self.write_customers()
         for rows in (self.timeline_rows, self.history_rows):
             for row in rows:
                 row["customer_id"] = self._find(row["customer_id"])
@@ -1142,6 +1221,26 @@ class _Batch:
         self.redirect.clear()
         self.timeline_rows, self.outbox_rows, self.alias_rows = [], [], []
         self.history_rows = []
+
+    def write_customers(self) -> int:
+        """Write the changed customers' rows and states, a chunk at a time (a rebuild's
+        retained customers would otherwise all have their rows in memory at once)."""
+        conn = self.conn
+        dirty = [(cid, c) for cid, c in self.customers.items() if c.dirty]
+        for chunk in chunks(dirty, 10_000):
+            rows = [_customer_row(cid, c) for cid, c in chunk]
+            upsert(conn, customers, rows, ["customer_id"])
+            changed, new = [], []  # customers whose segment or campaign rows differ
+            for (cid, customer), row in zip(chunk, rows, strict=True):
+                now = (row["state"]["segments"], row["state"]["campaigns"])
+                if customer.new or now != customer.stored:
+                    changed.append((cid, customer.state))
+                    if customer.new:
+                        new.append(cid)
+                customer.stored = now
+                customer.dirty = customer.new = False
+            _rewrite_customer_rows(conn, changed, new)
+        return len(dirty)
 
     def _redact_erased(self) -> None:
         """Leave no personal data of the customers erased in this batch: their plain

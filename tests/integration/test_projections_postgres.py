@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from crm.devservices.testing import TestServices
 from events.kafka import KafkaEventLog
 from producers.synthetic import SyntheticTouchpoints
-from projections.replay import ReplaySource, rebuild
+from projections.replay import RETAIN, ReplaySource, rebuild
 from projections.runner import catch_up
 from projections.store import SqlProjectionStore, outbox_publisher
 from projections.tables import metadata
@@ -121,9 +121,15 @@ def test_big_and_small_batches_of_concurrent_workers_match_one_worker(
     assert store.checkpoints(TOPIC) == {0: len(parts[0]), 1: len(parts[1])}
 
 
+@pytest.mark.parametrize("retain", [RETAIN, 150], ids=["retained", "written-when-150-kept"])
 def test_replay_rebuilds_identical_projections_and_as_of_state(
-    services: TestServices, engine: sa.Engine, capsys: pytest.CaptureFixture[str]
+    services: TestServices,
+    engine: sa.Engine,
+    capsys: pytest.CaptureFixture[str],
+    retain: int,
 ) -> None:
+    """A rebuild keeps customers in memory between batches: all of them (the default
+    limit is above this log's), or writing them whenever more than 150 are kept."""
     topic = f"replay-{uuid.uuid4().hex[:8]}"
     schema = f"live_{uuid.uuid4().hex[:8]}"
     event_log = KafkaEventLog(services.kafka_bootstrap, topic, partitions=4)
@@ -145,11 +151,11 @@ def test_replay_rebuilds_identical_projections_and_as_of_state(
             pass  # until its own merge events are read back too
         live = _rows(engine, schema)
 
-        result = rebuild(event_log, source, batch_size=5_000)
+        result = rebuild(event_log, source, batch_size=5_000, retain=retain)
         assert result.switched and result.target == schema
         assert _rows(engine, schema) == live, "the rebuild differs from the live projections"
 
-        as_of = rebuild(event_log, source, as_of=cut)
+        as_of = rebuild(event_log, source, as_of=cut, retain=retain)
         assert not as_of.switched
         as_of_store = SqlProjectionStore(engine, schema=as_of.target)
         want = expected(first, store.shared_threshold)

@@ -19,7 +19,7 @@ from producers.synthetic import SyntheticTouchpoints
 from projections.identity import customer_id_for
 from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore
-from projections.tables import customers, outbox
+from projections.tables import customers, identity_nodes, outbox
 from schemas import CATALOG, Channel, Identifiers, Source, new_event
 from tests.projection_harness import TOPIC, apply_in_batches, as_records, expected, projected
 
@@ -74,6 +74,48 @@ def test_any_order_batching_and_duplicates_give_the_specified_view(
     want = expected(events, threshold)
     assert got[0] == want[0], "event -> customer assignment differs from the specification"
     assert got[1] == want[1], "customer 360 differs from the fold of the customer's events"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    people=st.integers(3, 60),
+    count=st.integers(20, 250),
+    shuffle=st.randoms(use_true_random=False),
+    batch=st.integers(1, 120),
+    threshold=st.sampled_from([1, 2, 3]),
+    retain=st.integers(1, 80),
+)
+def test_a_rebuild_keeping_customers_in_memory_gives_the_same_view(
+    seed: int,
+    people: int,
+    count: int,
+    shuffle: random.Random,
+    batch: int,
+    threshold: int,
+    retain: int,
+) -> None:
+    """Customers retained between batches (written when more than ``retain`` are kept,
+    and at the end) give the rows of a rebuild that writes every batch, identity nodes
+    and their neighbour counts included."""
+    events = list(SyntheticTouchpoints(customers=people, seed=seed).events(count))
+    shuffle.shuffle(events)
+    records = as_records(events)
+    sizes = [shuffle.randint(1, batch) for _ in records]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kept in (0, retain):
+            engine = create_engine_for(None, Path(tmp) / f"p{kept}.sqlite3")
+            store = SqlProjectionStore(engine, shared_threshold=threshold, live=False, retain=kept)
+            store.create()
+            apply_in_batches(store, records, sizes)
+            store.write_retained()
+            with engine.connect() as conn:
+                nodes = sorted(tuple(row) for row in conn.execute(sa.select(identity_nodes)))
+            results.append((projected(store), nodes))
+            engine.dispose()
+    assert results[1] == results[0]
+    assert results[0][0] == expected(events, threshold)
 
 
 def _at(minutes: int) -> datetime:
