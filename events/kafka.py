@@ -49,10 +49,9 @@ from schemas import Envelope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# what a failed or timed-out produce raises (asyncio's and concurrent.futures' timeouts
-# are TimeoutError since Python 3.11)
-_PRODUCE_ERRORS = (AioKafkaError, OSError, TimeoutError)
-_FETCH_ERRORS = _PRODUCE_ERRORS
+# what a failed or timed-out produce or fetch raises (asyncio's and concurrent.futures'
+# timeouts are TimeoutError since Python 3.11)
+_AIO_ERRORS = (AioKafkaError, OSError, TimeoutError)
 
 BATCH_BYTES = 256 * 1024
 """A producer batch (one partition's records per request)."""
@@ -183,7 +182,7 @@ class KafkaEventLog:
         try:
             producer = self._get_producer()
             offsets = producer.send(self._topic, records, by_partition)
-        except _PRODUCE_ERRORS as exc:
+        except _AIO_ERRORS as exc:
             self._reset_producer()
             raise LogUnavailableError(
                 f"Kafka did not acknowledge {len(records)} record(s) on {self._topic!r} "
@@ -259,47 +258,47 @@ class KafkaEventLog:
                 raise ValueError(f"partition {p} does not exist in {self._topic!r}")
         consumer = self._consumer()
         try:
-            yield from self._read(
-                consumer, wanted, from_offsets, from_time, until_offsets or {}, stall_timeout_s
+            starts, ends = self._read_range(
+                consumer, wanted, from_offsets, from_time, until_offsets or {}
             )
         finally:
             consumer.close()
+        if not starts:
+            return
+        try:
+            fetcher = _Fetcher(self._bootstrap, self._topic, self._fetcher_config(), starts, ends)
+        except _AIO_ERRORS as exc:
+            raise LogUnavailableError(f"could not start reading {self._topic!r}: {exc!r}") from exc
+        try:
+            yield from self._fetch(fetcher, ends, stall_timeout_s)
+        finally:
+            fetcher.close()
 
-    def _read(
+    def _read_range(
         self,
         consumer: KafkaConsumer,
         wanted: list[int],
         from_offsets: Mapping[int, int] | None,
         from_time: datetime | None,
         until_offsets: Mapping[int, int],
-        stall_timeout_s: float,
-    ) -> Iterator[LogRecord]:
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """(offset to start at, offset to stop before) of each partition with records
+        to read."""
         tps = [TopicPartition(self._topic, p) for p in wanted]
         try:
             ends = {
-                tp: min(int(o), until_offsets.get(tp.partition, int(o)))
+                tp.partition: min(int(o), until_offsets.get(tp.partition, int(o)))
                 for tp, o in consumer.end_offsets(tps).items()
             }
-            begins = {tp: int(o) for tp, o in consumer.beginning_offsets(tps).items()}
+            begins = {tp.partition: int(o) for tp, o in consumer.beginning_offsets(tps).items()}
         except KafkaError as exc:
             raise LogUnavailableError(f"could not start reading {self._topic!r}: {exc}") from exc
         starts = self._offsets_for_time(consumer, from_time) if from_time else from_offsets or {}
-        seeks = {}
-        for tp in tps:
-            start = max(begins[tp], int(starts.get(tp.partition, 0)))
-            if start < ends[tp]:
-                seeks[tp.partition] = start
-        if not seeks:
-            return
-        ends_of = {tp.partition: end for tp, end in ends.items()}
-        try:
-            fetcher = _Fetcher(self._bootstrap, self._topic, self._fetcher_config(), seeks)
-        except _FETCH_ERRORS as exc:
-            raise LogUnavailableError(f"could not start reading {self._topic!r}: {exc!r}") from exc
-        try:
-            yield from self._fetch(fetcher, ends_of, stall_timeout_s)
-        finally:
-            fetcher.close()
+        first = {p: max(begins[p], int(starts.get(p, 0))) for p in wanted}
+        return (
+            {p: first[p] for p in wanted if first[p] < ends[p]},
+            {p: ends[p] for p in wanted if first[p] < ends[p]},
+        )
 
     def _fetcher_config(self) -> dict[str, Any]:
         return {
@@ -315,10 +314,10 @@ class KafkaEventLog:
     ) -> Iterator[LogRecord]:
         topic = self._topic
         last_progress = time.monotonic()
-        while not fetcher.done(ends):
+        while not fetcher.done():
             try:
-                batches = fetcher.poll(ends)
-            except _FETCH_ERRORS as exc:
+                batches = fetcher.poll()
+            except _AIO_ERRORS as exc:
                 raise LogUnavailableError(f"reading {topic!r} failed: {exc!r}") from exc
             if batches:
                 last_progress = time.monotonic()
@@ -379,11 +378,17 @@ class _Fetcher(_LoopThread):
     POLL_MS = 500
 
     def __init__(
-        self, bootstrap: str, topic: str, config: Mapping[str, Any], starts: Mapping[int, int]
+        self,
+        bootstrap: str,
+        topic: str,
+        config: Mapping[str, Any],
+        starts: Mapping[int, int],
+        ends: Mapping[int, int],
     ) -> None:
         super().__init__("loopcrm-kafka-reader")
         self._timeout_s = config["request_timeout_ms"] / 1000 + 5
         self._positions = dict(starts)
+        self._ends = ends
         try:
             self._consumer = self._run(self._start(bootstrap, topic, config), self._timeout_s)
         except BaseException:
@@ -404,26 +409,26 @@ class _Fetcher(_LoopThread):
             raise
         return consumer
 
-    def done(self, ends: Mapping[int, int]) -> bool:
-        return all(position >= ends[p] for p, position in self._positions.items())
+    def done(self) -> bool:
+        return all(position >= self._ends[p] for p, position in self._positions.items())
 
-    def poll(self, ends: Mapping[int, int]) -> dict[int, list[Any]]:
-        return self._run(self._poll(ends), self._timeout_s)
+    def poll(self) -> dict[int, list[Any]]:
+        return self._run(self._poll(), self._timeout_s)
 
-    async def _poll(self, ends: Mapping[int, int]) -> dict[int, list[Any]]:
+    async def _poll(self) -> dict[int, list[Any]]:
         consumer = self._consumer
         fetched = await consumer.getmany(timeout_ms=self.POLL_MS, max_records=5_000)
         for tp in consumer.assignment():
             if tp not in consumer.paused():
                 self._positions[tp.partition] = position = await consumer.position(tp)
-                if position >= ends[tp.partition]:
+                if position >= self._ends[tp.partition]:
                     consumer.pause(tp)  # read to its end: fetch no further
         return {tp.partition: messages for tp, messages in fetched.items()}
 
     def close(self) -> None:
         try:
             self._run(self._consumer.stop(), self._timeout_s)
-        except _FETCH_ERRORS as exc:
+        except _AIO_ERRORS as exc:
             log.debug("the Kafka reader did not stop cleanly: %r", exc)
         self._stop_loop()
 
@@ -503,7 +508,7 @@ class _Producer(_LoopThread):
                 self._run(self._producer.stop(), timeout_s)
             else:
                 self._run(self._abandon(), 5.0)
-        except _PRODUCE_ERRORS as exc:
+        except _AIO_ERRORS as exc:
             log.debug("the Kafka producer did not stop cleanly: %r", exc)
             clean = False
         self._stop_loop()

@@ -39,16 +39,20 @@ def store(tmp_path: Path) -> Iterator[SqlProjectionStore]:
     s.engine.dispose()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 10_000),
-    people=st.integers(3, 60),
-    count=st.integers(20, 250),
-    shuffle=st.randoms(use_true_random=False),
-    duplicates=st.floats(0, 0.3),
-    batch=st.integers(1, 120),
-    threshold=st.sampled_from([1, 2, 3]),
-)
+# a history, its order and batching, and the shared-identifier threshold
+HISTORIES = {
+    "seed": st.integers(0, 10_000),
+    "people": st.integers(3, 60),
+    "count": st.integers(20, 250),
+    "shuffle": st.randoms(use_true_random=False),
+    "batch": st.integers(1, 120),
+    "threshold": st.sampled_from([1, 2, 3]),
+}
+examples = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@examples
+@given(**HISTORIES, duplicates=st.floats(0, 0.3))
 def test_any_order_batching_and_duplicates_give_the_specified_view(
     seed: int,
     people: int,
@@ -76,16 +80,8 @@ def test_any_order_batching_and_duplicates_give_the_specified_view(
     assert got[1] == want[1], "customer 360 differs from the fold of the customer's events"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 10_000),
-    people=st.integers(3, 60),
-    count=st.integers(20, 250),
-    shuffle=st.randoms(use_true_random=False),
-    batch=st.integers(1, 120),
-    threshold=st.sampled_from([1, 2, 3]),
-    retain=st.integers(1, 80),
-)
+@examples
+@given(**HISTORIES, retain=st.integers(1, 80))
 def test_a_rebuild_keeping_customers_in_memory_gives_the_same_view(
     seed: int,
     people: int,
