@@ -35,6 +35,7 @@ from auth.keys import (
     parse_key,
     parse_scopes,
 )
+from projections.sql import create_schema
 
 DEFAULT_CACHE_TTL_S: Final = 5.0
 _CACHE_MAX_ENTRIES: Final = 10_000
@@ -105,8 +106,7 @@ class SqlApiKeyStore:
 
     def _create_table(self) -> None:
         with self._engine.begin() as conn:
-            if self._schema and conn.dialect.name == "postgresql":
-                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"'))
+            create_schema(conn, self._schema)
             self._table.create(conn, checkfirst=True)
 
     # -- management ---------------------------------------------------------------------

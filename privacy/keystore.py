@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy.engine import Connection, Engine
 
 from privacy.crypto import KEY_BYTES, b64, decrypt, encrypt, new_key
-from projections.sql import chunks, insert_ignore, is_postgres
+from projections.sql import chunks, create_schema, insert_ignore, is_postgres
 
 
 class KeyStoreError(RuntimeError):
@@ -132,8 +132,7 @@ class SqlKeyStore:
         self._by_kid: dict[str, tuple[bytes, float]] = {}
         self._hash_key: bytes | None = None
         with self.engine.begin() as conn:
-            if self.schema:
-                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            create_schema(conn, self.schema)
             metadata.create_all(conn)
 
     # -- wrapping ---------------------------------------------------------------------

@@ -364,6 +364,24 @@ def advisory_key(name: str) -> int:
     )
 
 
+def create_schema(conn: Connection, schema: str | None) -> None:
+    """Start creating ``schema`` and its tables (PostgreSQL; nothing on SQLite).
+
+    ``CREATE SCHEMA IF NOT EXISTS`` and ``CREATE TABLE IF NOT EXISTS`` are not safe
+    against each other: two processes starting at once on a fresh database (workers
+    scaled out, the API beside a processor) both try, and one fails with a unique
+    violation in the system catalogs. A lock on the schema's name, held until ``conn``'s
+    transaction ends, makes the second wait for the first and then find everything.
+    """
+    if not is_postgres(conn):
+        return
+    conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": advisory_key(f"crm:create:{schema}")}
+    )
+    if schema:
+        conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
 def chunks(items: Sequence[Any], size: int = 5_000) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -58,6 +58,7 @@ from projections.sql import (
     RawJson,
     advisory_key,
     chunks,
+    create_schema,
     insert_for,
     insert_fresh,
     insert_ignore,
@@ -230,8 +231,7 @@ class SqlProjectionStore:
         An index added in a later release is created on an existing schema too
         (``create_all`` adds indexes only with their tables)."""
         with self.engine.begin() as conn:
-            if self.schema:
-                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+            create_schema(conn, self.schema)
             metadata.create_all(conn)
             for table in metadata.sorted_tables:
                 for index in table.indexes:

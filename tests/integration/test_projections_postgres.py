@@ -168,3 +168,37 @@ def test_replay_rebuilds_identical_projections_and_as_of_state(
     finally:
         event_log.close()
         dead.close()
+
+
+def test_processes_starting_at_once_on_a_fresh_database_all_create_their_schema(
+    engine: sa.Engine, schema: str
+) -> None:
+    """Workers scaled out (and an API beside them) create the same schema and tables at
+    the same moment: none of them may fail on PostgreSQL's catalog unique violations."""
+    from auth.store import SqlApiKeyStore
+    from privacy.keystore import SqlKeyStore
+
+    makers = [
+        lambda: _store(engine, schema),
+        lambda: SqlKeyStore(engine, b"k" * 32, schema=schema),
+        lambda: SqlApiKeyStore(engine, schema),
+    ]
+    start = threading.Barrier(3 * len(makers))
+    errors: list[BaseException] = []
+
+    def make(factory: Any) -> None:
+        start.wait()
+        try:
+            factory()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=make, args=(m,)) for m in makers * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    with engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names(schema=schema))
+    assert {"customers", "timeline", "checkpoints"} <= tables
