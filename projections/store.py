@@ -790,7 +790,7 @@ class _Batch:
                     .values(customer_id=cid)
                 )
         conn.execute(sa.delete(customers).where(customers.c.customer_id == customer_id))
-        _rewrite_customer_rows(conn, [(customer_id, CustomerState.empty()), *states.items()], [])
+        _rewrite_customer_rows(conn, [(customer_id, CustomerState.empty()), *states.items()])
         upsert(
             conn,
             customers,
@@ -1230,16 +1230,13 @@ class _Batch:
         for chunk in chunks(dirty, 10_000):
             rows = [_customer_row(cid, c) for cid, c in chunk]
             upsert(conn, customers, rows, ["customer_id"])
-            changed, new = [], []  # customers whose segment or campaign rows differ
+            changes = _RowChanges()
             for (cid, customer), row in zip(chunk, rows, strict=True):
                 now = (row["state"]["segments"], row["state"]["campaigns"])
-                if customer.new or now != customer.stored:
-                    changed.append((cid, customer.state))
-                    if customer.new:
-                        new.append(cid)
+                changes.add(cid, customer, now)
                 customer.stored = now
                 customer.dirty = customer.new = False
-            _rewrite_customer_rows(conn, changed, new)
+            changes.write(conn)
         return len(dirty)
 
     def _redact_erased(self) -> None:
@@ -1300,47 +1297,99 @@ def _customer_row(customer_id: str, customer: _Customer) -> dict[str, Any]:
     }
 
 
-def _rewrite_customer_rows(
-    conn: Connection, changed: list[tuple[str, CustomerState]], new: list[str]
-) -> None:
-    """Replace the current-segment and campaign rows of changed customers."""
-    old = sorted({cid for cid, _ in changed} - set(new))
+def _rewrite_customer_rows(conn: Connection, states: list[tuple[str, CustomerState]]) -> None:
+    """Replace every current-segment and campaign row of ``states``' customers."""
+    ids = sorted({cid for cid, _ in states})
     for table in (customer_segments, customer_campaigns):
-        for chunk in chunks(old):
+        for chunk in chunks(ids):
             conn.execute(sa.delete(table).where(one_of(conn, table.c.customer_id, chunk)))
     segment_rows = [
-        {
-            "customer_id": cid,
-            "segment_id": sid,
-            "version": m.version,
-            "member": m.member,
-            "since": m.stamp[0],
-        }
-        for cid, state in changed
-        for sid, m in state.segments.items()
+        _segment_row(cid, sid, m) for cid, state in states for sid, m in state.segments.items()
     ]
     campaign_rows = [
-        {
-            "customer_id": cid,
-            "campaign_id": campaign_id,
-            "target_group": None if c.group is None else c.group.value,
-            "targeted_at": None if c.group is None else c.group.at,
-            "rfm_segment": c.rfm_segment,
-            "sent": c.sent,
-            "delivered": c.delivered,
-            "opened": c.opened,
-            "clicked": c.clicked,
-            "bounced": c.bounced,
-            "unsubscribed": c.unsubscribed,
-            "conversions": c.conversions,
-            "revenue": {k: str(v) for k, v in sorted(c.converted_revenue.items())},
-        }
-        for cid, state in changed
+        _campaign_row(cid, campaign_id, c)
+        for cid, state in states
         for campaign_id, c in state.campaigns.items()
     ]
-    for table, rows in ((customer_segments, segment_rows), (customer_campaigns, campaign_rows)):
-        for chunk in chunks(rows, 1_000):
-            conn.execute(sa.insert(table), chunk)
+    insert_ignore(conn, customer_segments, segment_rows, _SEGMENT_KEY)
+    insert_ignore(conn, customer_campaigns, campaign_rows, _CAMPAIGN_KEY)
+
+
+_SEGMENT_KEY = ("customer_id", "segment_id")
+_CAMPAIGN_KEY = ("customer_id", "campaign_id")
+
+
+def _segment_row(cid: str, segment_id: str, m: Any) -> dict[str, Any]:
+    return {
+        "customer_id": cid,
+        "segment_id": segment_id,
+        "version": m.version,
+        "member": m.member,
+        "since": m.stamp[0],
+    }
+
+
+def _campaign_row(cid: str, campaign_id: str, c: Any) -> dict[str, Any]:
+    return {
+        "customer_id": cid,
+        "campaign_id": campaign_id,
+        "target_group": None if c.group is None else c.group.value,
+        "targeted_at": None if c.group is None else c.group.at,
+        "rfm_segment": c.rfm_segment,
+        "sent": c.sent,
+        "delivered": c.delivered,
+        "opened": c.opened,
+        "clicked": c.clicked,
+        "bounced": c.bounced,
+        "unsubscribed": c.unsubscribed,
+        "conversions": c.conversions,
+        "revenue": {k: str(v) for k, v in sorted(c.converted_revenue.items())},
+    }
+
+
+class _RowChanges:
+    """The current-segment and campaign rows that differ from the stored ones.
+
+    A customer's rows follow from its state's ``segments`` and ``campaigns`` records, so
+    only the records whose JSON changed since the customer was read are written, and
+    those that went are deleted: a message event changes one campaign's counters, and
+    rewriting all of the customer's rows (delete, then insert every one) was ~9% of a
+    live batch of 200 events.
+    """
+
+    def __init__(self) -> None:
+        self.rewrite: list[tuple[str, CustomerState]] = []
+        self.upserts: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        self.deletes: tuple[list[tuple[str, str]], list[tuple[str, str]]] = ([], [])
+
+    def add(self, cid: str, customer: _Customer, now: tuple[Any, Any]) -> None:
+        if customer.new:
+            before: tuple[Any, Any] = ({}, {})
+        elif customer.stored is None:  # rows of unknown content: replace them all
+            self.rewrite.append((cid, customer.state))
+            return
+        else:
+            before = customer.stored
+        state = customer.state
+        for i, (records, make) in enumerate(
+            ((state.segments, _segment_row), (state.campaigns, _campaign_row))
+        ):
+            old, new = before[i] or {}, now[i]
+            if old == new:
+                continue
+            self.upserts[i].extend(
+                make(cid, key, records[key]) for key, value in new.items() if old.get(key) != value
+            )
+            self.deletes[i].extend((cid, key) for key in old.keys() - new.keys())
+
+    def write(self, conn: Connection) -> None:
+        _rewrite_customer_rows(conn, self.rewrite)
+        tables = ((customer_segments, _SEGMENT_KEY), (customer_campaigns, _CAMPAIGN_KEY))
+        for (table, key), rows, gone in zip(tables, self.upserts, self.deletes, strict=True):
+            pairs = sa.tuple_(*(table.c[k] for k in key))
+            for chunk in chunks(sorted(gone), 1_000):
+                conn.execute(sa.delete(table).where(pairs.in_(chunk)))
+            upsert(conn, table, rows, key)
 
 
 def active_segments_query() -> sa.Select[tuple[str, int, Any]]:

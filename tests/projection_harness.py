@@ -15,7 +15,7 @@ from privacy.crypto import IdentifierHasher
 from projections.customer import CustomerState, fold
 from projections.identity import node, nodes_of, resolve_all
 from projections.store import SqlProjectionStore
-from projections.tables import customers, timeline
+from projections.tables import customer_campaigns, customer_segments, customers, timeline
 from schemas import Envelope
 
 TOPIC = "crm.events"
@@ -54,6 +54,41 @@ def projected(store: SqlProjectionStore) -> tuple[dict[str, str], dict[str, dict
             if count
         }
     return owners, states
+
+
+_CAMPAIGN_COUNTS = (
+    "sent",
+    "delivered",
+    "opened",
+    "clicked",
+    "bounced",
+    "unsubscribed",
+    "conversions",
+)
+
+
+def membership_rows(store: SqlProjectionStore) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """(the current-segment and campaign rows as stored, the same rows as each customer's
+    state JSON says they should be): equal when the rows follow the states."""
+    with store.engine.connect() as conn:
+        stored = {
+            ("segment", r.customer_id, r.segment_id, r.version, r.member)
+            for r in conn.execute(sa.select(customer_segments))
+        } | {
+            ("campaign", r.customer_id, r.campaign_id, *(r._mapping[c] for c in _CAMPAIGN_COUNTS))
+            for r in conn.execute(sa.select(customer_campaigns))
+        }
+        states = conn.execute(sa.select(customers.c.customer_id, customers.c.state)).all()
+    wanted = set()
+    for cid, state in states:
+        wanted |= {
+            ("segment", cid, sid, m["version"], m["member"]) for sid, m in state["segments"].items()
+        }
+        wanted |= {
+            ("campaign", cid, key, *(c[name] for name in _CAMPAIGN_COUNTS))
+            for key, c in state["campaigns"].items()
+        }
+    return stored, wanted
 
 
 def expected(

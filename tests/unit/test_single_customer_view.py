@@ -21,7 +21,14 @@ from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore
 from projections.tables import customers, identity_nodes, outbox
 from schemas import CATALOG, Channel, Identifiers, Source, new_event
-from tests.projection_harness import TOPIC, apply_in_batches, as_records, expected, projected
+from tests.projection_harness import (
+    TOPIC,
+    apply_in_batches,
+    as_records,
+    expected,
+    membership_rows,
+    projected,
+)
 
 
 def _store(path: Path, threshold: int = 3) -> SqlProjectionStore:
@@ -74,10 +81,12 @@ def test_any_order_batching_and_duplicates_give_the_specified_view(
         store.apply_batch(TOPIC, records)
         store.apply_batch(TOPIC, as_records(stream, start=len(records)))
         got = projected(store)
+        rows, rows_wanted = membership_rows(store)
         store.engine.dispose()
     want = expected(events, threshold)
     assert got[0] == want[0], "event -> customer assignment differs from the specification"
     assert got[1] == want[1], "customer 360 differs from the fold of the customer's events"
+    assert rows == rows_wanted, "segment and campaign rows differ from the customers' states"
 
 
 @examples
@@ -108,6 +117,8 @@ def test_a_rebuild_keeping_customers_in_memory_gives_the_same_view(
             store.write_retained()
             with engine.connect() as conn:
                 nodes = sorted(tuple(row) for row in conn.execute(sa.select(identity_nodes)))
+            rows, rows_wanted = membership_rows(store)
+            assert rows == rows_wanted, "segment and campaign rows differ from the states"
             results.append((projected(store), nodes))
             engine.dispose()
     assert results[1] == results[0]
