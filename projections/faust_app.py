@@ -110,8 +110,9 @@ class Projection:
     def close(self) -> None:
         """Wait for the call in progress (its transaction commits or rolls back)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
-        if isinstance(self.projector, ChildProcessProjector):
-            self.projector.close()
+        close = getattr(self.projector, "close", None)  # a child process, a BackgroundOutbox
+        if close is not None:
+            close()
 
     async def _until_done(self, what: str, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -264,9 +265,18 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class CheckpointConsumer(faust_aiokafka.Consumer):
-    """faust's consumer, with "the committed offset" meaning the projector's checkpoint."""
+    """faust's consumer, with "the committed offset" meaning the projector's checkpoint.
+
+    Applied batches also count as progress for faust's livelock detector: it logs an
+    error for a partition with lag whose stream took no event for
+    ``stream_processing_timeout`` (5 min), and no stream takes them any more."""
 
     RebalanceListener = _CheckpointRebalanceListener
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._uncommitted: dict[TP, int] = {}
+        self._committer: asyncio.Task[None] | None = None
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -313,20 +323,30 @@ class CheckpointConsumer(faust_aiokafka.Consumer):
                 return
             raise
 
-    async def commit_applied(self, records: Sequence[LogRecord]) -> None:
-        """Commit the offsets after ``records`` to Kafka, for lag tools; a failure is logged
-        (the checkpoints are the positions, and the next batch commits again).
+    def applied(self, records: Sequence[LogRecord]) -> None:
+        """Commit the offsets after ``records`` to Kafka in the background, for lag tools.
 
-        Also tells faust's livelock detector that their partitions progress: it logs an
-        error for a partition with lag whose stream took no event for
-        ``stream_processing_timeout`` (5 min), and no stream takes them any more."""
+        The next batch does not wait for it: a commit is a round trip through the
+        consumer's thread to the broker (~8 ms a batch at 1,000 events/s, where batches
+        take ~100 ms, so ~8% of the time to visibility). Offsets applied while a commit
+        is on its way go in the next one; whatever a stop leaves uncommitted changes
+        nothing, since positions come from the checkpoints."""
         offsets = {TP(t, p): o for (t, p), o in next_offsets(records).items()}
-        if self.app.monitor is not None:
+        if self.app.monitor is not None:  # see the class doc: progress for the detector
             self.app.monitor.stream_inbound_time.update(dict.fromkeys(offsets, monotonic()))
-        try:
-            await self._commit_offsets(offsets)
-        except Exception as exc:  # e.g. CommitFailedError during a rebalance
-            log.info("offset commit skipped (%s)", type(exc).__qualname__)
+        self._uncommitted.update(offsets)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.get_running_loop().create_task(self._commit_pending())
+
+    async def _commit_pending(self) -> None:
+        """A failed commit is logged (the checkpoints are the positions; the next batch
+        commits again)."""
+        while self._uncommitted:
+            offsets, self._uncommitted = self._uncommitted, {}
+            try:
+                await self._commit_offsets(offsets)
+            except Exception as exc:  # e.g. CommitFailedError during a rebalance
+                log.info("offset commit skipped (%s)", type(exc).__qualname__)
 
 
 class _CheckpointTransport(faust_aiokafka.Transport):
@@ -420,7 +440,7 @@ def build_app(
         while True:
             records = await batches.take()
             await projection.apply(records)
-            await consumer.commit_applied(records)
+            consumer.applied(records)
 
     app.task(project_events)
 

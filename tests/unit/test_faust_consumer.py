@@ -91,32 +91,49 @@ def test_the_worker_subscribes_to_the_topic_and_asks_the_broker_for_fuller_fetch
     assert topics == ["crm.events"]
 
 
-def test_an_applied_batch_is_committed_and_counts_as_progress_for_the_livelock_detector(
+def test_applied_batches_are_committed_in_the_background_and_count_as_progress(
     tmp_path: Path,
 ) -> None:
-    """Kafka itself is in the integration test; here only what is asked of it."""
-    records = [
+    """Kafka itself is in the integration test; here only what is asked of it. The
+    batch loop does not wait for a commit; batches applied while one is on its way go
+    in the next, merged; a failed commit is logged, never raised."""
+    first = [
         LogRecord("crm.events", 0, 9, 0, None, b""),
         LogRecord("crm.events", 1, 2, 0, None, b""),
     ]
+    during = [
+        LogRecord("crm.events", 0, 12, 0, None, b""),
+        LogRecord("crm.events", 2, 0, 0, None, b""),
+    ]
+    later = [LogRecord("crm.events", 1, 5, 0, None, b"")]
 
     async def scenario(fail: bool) -> tuple[list[dict[TP, int]], set[TP]]:
         app = build_app(_Settings("127.0.0.1:9", "crm.events", tmp_path), lambda _: _NoProjector())
         consumer = app.consumer
         asked: list[dict[TP, int]] = []
+        release = asyncio.Event()
 
         async def commit_offsets(offsets: dict[TP, int]) -> bool:
             asked.append(dict(offsets))
+            await release.wait()
             if fail:
                 raise RuntimeError("rebalance in progress")
             return True
 
         consumer._commit_offsets = commit_offsets  # type: ignore[method-assign]
-        await consumer.commit_applied(records)  # a failed commit is logged, never raised
+        consumer.applied(first)
+        await asyncio.sleep(0)  # the first commit is on its way
+        consumer.applied(during)
+        consumer.applied(later)
+        assert len(asked) == 1
+        release.set()
+        await consumer._committer
         return asked, set(app.monitor.stream_inbound_time)
 
-    expected = {TP("crm.events", 0): 10, TP("crm.events", 1): 3}
     for fail in (False, True):
         asked, progressed = asyncio.run(scenario(fail))
-        assert asked == [expected]
-        assert progressed == set(expected)
+        assert asked == [
+            {TP("crm.events", 0): 10, TP("crm.events", 1): 3},
+            {TP("crm.events", 0): 13, TP("crm.events", 2): 1, TP("crm.events", 1): 6},
+        ]
+        assert progressed == {TP("crm.events", p) for p in (0, 1, 2)}
