@@ -13,7 +13,7 @@ from rich.console import Console
 from crm.bootstrap import build_event_log, build_projection_store
 from crm.settings import Settings
 from projections.faust_app import DEFAULT_GROUP_ID, DEFAULT_STOP_TIMEOUT_S, run_worker
-from projections.processing import BatchProjector
+from projections.processing import BackgroundOutbox, BatchProjector
 from projections.runner import follow
 
 console = Console(stderr=True)
@@ -28,8 +28,9 @@ class LogLevel(StrEnum):
 
 
 def build_projector(settings: Settings) -> BatchProjector:
-    """The projection store, publishing derived events back to the event log."""
-    return build_projection_store(settings, build_event_log(settings))
+    """The projection store, publishing derived events back to the event log from a
+    thread of its own while the next batch is applied."""
+    return BackgroundOutbox(build_projection_store(settings, build_event_log(settings)))
 
 
 def process(

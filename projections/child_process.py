@@ -80,6 +80,12 @@ def _publish_outbox() -> int:
     return _child().publish_outbox()
 
 
+def _close_projector() -> None:
+    close = getattr(_child(), "close", None)
+    if close is not None:
+        close()
+
+
 def _pid() -> int:
     return os.getpid()
 
@@ -127,5 +133,10 @@ class ChildProcessProjector(Generic[S]):
         return self._call(_pid)
 
     def close(self) -> None:
-        """Stop the child after the call in progress."""
+        """Stop the child after the call in progress (closing its projector first, if it
+        has a ``close``, e.g. a ``BackgroundOutbox`` publishing what is left)."""
+        try:
+            self._call(_close_projector)
+        except Exception as exc:  # a dead child: nothing to close
+            log.warning("closing the projector failed (%s)", type(exc).__qualname__)
         self._pool.shutdown(wait=True, cancel_futures=True)

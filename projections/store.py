@@ -121,6 +121,7 @@ SWITCH_LOCK = "crm:replay-switch"
 BATCH_LOCK = "crm:projection-batch"
 FINE_LOCKS_MAX = 1_000
 OUTBOX_RECHECK_S = 5.0  # how often publish_outbox looks for rows it did not write
+OUTBOX_PAGE = 1_000
 _RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
 _DEFINITIONS = (SegmentDefined, SegmentRetired, CampaignLaunched, AssessmentCompleted)
 _TICK = timedelta(milliseconds=1)
@@ -218,9 +219,12 @@ class SqlProjectionStore:
         self.shared_threshold = shared_threshold
         self.clock = clock
         self._publish = publish
-        # Whether the outbox may hold rows: at start (a previous run's), after a batch
-        # derived events; and when it was last found empty (see ``publish_outbox``).
-        self._outbox_pending = True
+        # Batches that derived events, counted once committed (1: a previous run's rows
+        # may be waiting), how many of them the outbox was last found empty after, and
+        # when (see ``publish_outbox``). A count, not a flag: a publisher on another
+        # thread finding the outbox empty must not clear a batch committed meanwhile.
+        self._derived_batches = 1
+        self._outbox_done = 0
         self._outbox_checked = 0.0
 
     # -- lifecycle --------------------------------------------------------------------
@@ -306,11 +310,11 @@ class SqlProjectionStore:
                 batch.write_customers()
                 retained.nodes.clear()
                 retained.customers.clear()
-            if batch.derived:
-                self._outbox_pending = True
-            elif self.async_commit and is_postgres(conn):
+            if not batch.derived and self.async_commit and is_postgres(conn):
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            return applied
+        if batch.derived:  # committed
+            self._derived_batches += 1
+        return applied
 
     def write_retained(self) -> int:
         """Write the customers a rebuild kept in memory (``retain``); returns how many."""
@@ -361,7 +365,6 @@ class SqlProjectionStore:
                 ).all()
                 if not rows:
                     return applied
-                self._outbox_pending = True
                 self._batch(conn).run_deferred(rows)
                 for row in rows:
                     conn.execute(
@@ -370,7 +373,8 @@ class SqlProjectionStore:
                             deferred_events.c.log_offset == row.log_offset,
                         )
                     )
-                applied += len(rows)
+            self._derived_batches += 1  # they may have derived events (a rebuild's are few)
+            applied += len(rows)
 
     def publish_outbox(self) -> int:
         """Append pending derived events and dead letters to the log; returns how many.
@@ -381,8 +385,8 @@ class SqlProjectionStore:
         the live outbox a replay carries over)."""
         if self._publish is None:
             return 0
-        now = time.monotonic()
-        if not self._outbox_pending and now - self._outbox_checked < OUTBOX_RECHECK_S:
+        now, derived = time.monotonic(), self._derived_batches
+        if derived == self._outbox_done and now - self._outbox_checked < OUTBOX_RECHECK_S:
             return 0
         published = 0
         while True:
@@ -390,13 +394,13 @@ class SqlProjectionStore:
                 rows = conn.execute(
                     sa.select(outbox)
                     .order_by(outbox.c.seq)
-                    .limit(1_000)
+                    .limit(OUTBOX_PAGE)
                     .with_for_update(skip_locked=True)
                     if is_postgres(conn)
-                    else sa.select(outbox).order_by(outbox.c.seq).limit(1_000)
+                    else sa.select(outbox).order_by(outbox.c.seq).limit(OUTBOX_PAGE)
                 ).all()
                 if not rows:
-                    self._outbox_pending, self._outbox_checked = False, now
+                    self._outbox_done, self._outbox_checked = derived, now
                     return published
                 by_target: dict[str, list[OutgoingRecord]] = defaultdict(list)
                 for row in rows:
@@ -406,6 +410,9 @@ class SqlProjectionStore:
                     self._publish(target, batch)
                 conn.execute(sa.delete(outbox).where(outbox.c.seq.in_([r.seq for r in rows])))
                 published += len(rows)
+            if len(rows) < OUTBOX_PAGE:  # no other rows were visible: no need to look again
+                self._outbox_done, self._outbox_checked = derived, now
+                return published
 
 
 def outbox_publisher(
