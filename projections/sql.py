@@ -268,21 +268,49 @@ def _pg_copy_insert(
 
 
 def _copy_lines(columns: Sequence[sa.Column[Any]], rows: Sequence[dict[str, Any]]) -> str:
-    """The rows in COPY's text format (one ``map`` per row: the hot path of every batch)."""
-    names = [c.name for c in columns]
-    # itemgetter of one name returns the value itself, not a 1-tuple
-    get = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
-    json_at = [i for i, c in enumerate(columns) if isinstance(c.type, sa.JSON)]
-    lines = []
-    for row in rows:
-        values = get(row)
-        if json_at:
-            values = list(values)
-            for i in json_at:
-                values[i] = _json_text(values[i])
-        lines.append("\t".join(map(_copy_text, values)))
+    """The rows in COPY's text format (the hot path of every batch).
+
+    Column by column: a column's values are mostly of one type, so each column is
+    written by one loop for that type (or one ``orjson.dumps`` for its times) instead
+    of a call per value that tests its type (~10% of a live batch of 200 events)."""
+    fields = []
+    for column in columns:
+        values = list(map(operator.itemgetter(column.name), rows))
+        if isinstance(column.type, sa.JSON):
+            values = [_json_text(v) for v in values]
+        fields.append(_column_text(values))
+    lines = list(map("\t".join, zip(*fields, strict=True)))
     lines.append("")
     return "\n".join(lines)
+
+
+_NULL = "\\N"
+
+
+def _column_text(values: list[Any]) -> list[str]:
+    """``[_copy_text(v) for v in values]``, faster for columns of str, int or datetime."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    if kinds <= {str, RawJson}:
+        text = "".join([v for v in values if v is not None])
+        if "\\" not in text and "\t" not in text and "\n" not in text and "\r" not in text:
+            return [_NULL if v is None else v for v in values]
+    elif kinds <= {int, float}:
+        return [_NULL if v is None else str(v) for v in values]
+    elif kinds == {datetime}:
+        return _datetimes_text(values)
+    return [_copy_text(v) for v in values]
+
+
+def _datetimes_text(values: list[datetime | None]) -> list[str]:
+    """``_datetime_text`` of each time (``None``: NULL), by one ``orjson.dumps`` of them
+    all where it writes what ``isoformat`` writes (see ``_datetime_text``)."""
+    present = [v for v in values if v is not None]
+    for offset in {v.utcoffset() for v in present}:
+        if offset is not None and (offset.seconds % 60 or offset.microseconds):
+            return [_NULL if v is None else _datetime_text(v) for v in values]
+    texts = iter(orjson.dumps(present)[2:-2].decode().split('","')) if present else iter(())
+    return [_NULL if v is None else next(texts) for v in values]
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
