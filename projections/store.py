@@ -1378,9 +1378,11 @@ class _RowChanges:
         else:
             before = customer.stored
         state = customer.state
-        for i, (records, make) in enumerate(
-            ((state.segments, _segment_row), (state.campaigns, _campaign_row))
-        ):
+        kinds: list[tuple[dict[str, Any], Callable[[str, str, Any], dict[str, Any]]]] = [
+            (state.segments, _segment_row),
+            (state.campaigns, _campaign_row),
+        ]
+        for i, (records, make) in enumerate(kinds):
             old, new = before[i] or {}, now[i]
             if old == new:
                 continue
