@@ -15,6 +15,7 @@ from crm.settings import Settings
 from projections.faust_app import DEFAULT_GROUP_ID, DEFAULT_STOP_TIMEOUT_S, run_worker
 from projections.processing import BackgroundOutbox, BatchProjector
 from projections.runner import follow
+from projections.sql import is_postgres
 
 console = Console(stderr=True)
 
@@ -28,9 +29,11 @@ class LogLevel(StrEnum):
 
 
 def build_projector(settings: Settings) -> BatchProjector:
-    """The projection store, publishing derived events back to the event log from a
-    thread of its own while the next batch is applied."""
-    return BackgroundOutbox(build_projection_store(settings, build_event_log(settings)))
+    """The projection store, publishing derived events back to the event log; on
+    PostgreSQL from a thread of its own while the next batch is applied (SQLite has one
+    writer at a time: a publisher holding it while Kafka answers would stall batches)."""
+    store = build_projection_store(settings, build_event_log(settings))
+    return BackgroundOutbox(store) if is_postgres(store.engine) else store
 
 
 def process(

@@ -61,8 +61,10 @@ class BackgroundOutbox:
     a Kafka round trip and two transactions (3-9 ms a batch at 1,000 events/s, where a
     batch takes ~100 ms). Here ``apply_batch`` only wakes the publisher, which publishes
     while the next batch is applied; ``publish_outbox`` returns 0 at once. The outbox is
-    still published at least once: the publisher looks every ``recheck_s`` too, and what
-    a stop leaves in the table is published by the next start (or another worker). A
+    still published at least once: the publisher also calls ``publish_outbox`` every
+    ``recheck_s`` (the store queries when its own recheck period is up, so rows from
+    elsewhere wait at most about that period plus ``recheck_s``), and what a stop leaves
+    in the table is published by the next start (or another worker). A
     failed pass is logged (exception type only: messages can hold record contents) and
     tried again after a pause, doubling from ``FIRST_RETRY_S`` up to ``MAX_RETRY_S``.
     """
@@ -70,7 +72,7 @@ class BackgroundOutbox:
     FIRST_RETRY_S = 0.5
     MAX_RETRY_S = 30.0
 
-    def __init__(self, projector: BatchProjector, recheck_s: float = 5.0) -> None:
+    def __init__(self, projector: BatchProjector, recheck_s: float = 1.0) -> None:
         self.projector = projector
         self.recheck_s = recheck_s
         self._wake = threading.Event()
