@@ -48,7 +48,12 @@ from faust.types import TP
 
 from events.log import LogRecord
 from projections.child_process import ChildProcessProjector
-from projections.processing import BatchProjector, ProcessorSettings
+from projections.processing import (
+    FIRST_RETRY_S,
+    MAX_RETRY_S,
+    BatchProjector,
+    ProcessorSettings,
+)
 
 __all__ = [
     "DEFAULT_GROUP_ID",
@@ -69,8 +74,6 @@ S = TypeVar("S", bound=ProcessorSettings)
 T = TypeVar("T")
 
 DEFAULT_GROUP_ID = "loopcrm-projections"
-FIRST_RETRY_S = 0.5
-MAX_RETRY_S = 30.0
 
 
 class Projection:

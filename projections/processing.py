@@ -18,6 +18,10 @@ from events.log import LogRecord
 
 log = logging.getLogger(__name__)
 
+FIRST_RETRY_S = 0.5
+MAX_RETRY_S = 30.0
+"""A failed call is tried again after a pause doubling from the first to the most."""
+
 
 @runtime_checkable
 class BatchProjector(Protocol):
@@ -69,8 +73,8 @@ class BackgroundOutbox:
     tried again after a pause, doubling from ``FIRST_RETRY_S`` up to ``MAX_RETRY_S``.
     """
 
-    FIRST_RETRY_S = 0.5
-    MAX_RETRY_S = 30.0
+    FIRST_RETRY_S = FIRST_RETRY_S
+    MAX_RETRY_S = MAX_RETRY_S
 
     def __init__(self, projector: BatchProjector, recheck_s: float = 1.0) -> None:
         self.projector = projector

@@ -1365,18 +1365,12 @@ class _RowChanges:
     """
 
     def __init__(self) -> None:
-        self.rewrite: list[tuple[str, CustomerState]] = []
         self.upserts: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
         self.deletes: tuple[list[tuple[str, str]], list[tuple[str, str]]] = ([], [])
 
     def add(self, cid: str, customer: _Customer, now: tuple[Any, Any]) -> None:
-        if customer.new:
-            before: tuple[Any, Any] = ({}, {})
-        elif customer.stored is None:  # rows of unknown content: replace them all
-            self.rewrite.append((cid, customer.state))
-            return
-        else:
-            before = customer.stored
+        # a new customer has no rows; a loaded or written one knows what it stored
+        before = ({}, {}) if customer.new else customer.stored
         state = customer.state
         kinds: list[tuple[dict[str, Any], Callable[[str, str, Any], dict[str, Any]]]] = [
             (state.segments, _segment_row),
@@ -1392,7 +1386,6 @@ class _RowChanges:
             self.deletes[i].extend((cid, key) for key in old.keys() - new.keys())
 
     def write(self, conn: Connection) -> None:
-        _rewrite_customer_rows(conn, self.rewrite)
         tables = ((customer_segments, _SEGMENT_KEY), (customer_campaigns, _CAMPAIGN_KEY))
         for (table, key), rows, gone in zip(tables, self.upserts, self.deletes, strict=True):
             pairs = sa.tuple_(*(table.c[k] for k in key))

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from auth.store import SqlApiKeyStore
 from crm.devservices.testing import TestServices
 from events.kafka import KafkaEventLog
+from privacy.keystore import SqlKeyStore
 from producers.synthetic import SyntheticTouchpoints
 from projections.replay import RETAIN, ReplaySource, rebuild
 from projections.runner import catch_up
@@ -175,9 +177,6 @@ def test_processes_starting_at_once_on_a_fresh_database_all_create_their_schema(
 ) -> None:
     """Workers scaled out (and an API beside them) create the same schema and tables at
     the same moment: none of them may fail on PostgreSQL's catalog unique violations."""
-    from auth.store import SqlApiKeyStore
-    from privacy.keystore import SqlKeyStore
-
     makers = [
         lambda: _store(engine, schema),
         lambda: SqlKeyStore(engine, b"k" * 32, schema=schema),
