@@ -80,6 +80,7 @@ from projections.tables import (
     identity_edges,
     identity_nodes,
     metadata,
+    notify_on_checkpoints,
     outbox,
     segment_definitions,
     segment_history,
@@ -240,6 +241,8 @@ class SqlProjectionStore:
             for table in metadata.sorted_tables:
                 for index in table.indexes:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            if is_postgres(conn):
+                notify_on_checkpoints(conn, self.schema)
 
     def checkpoints(self, topic: str) -> dict[int, int]:
         with self.engine.connect() as conn:

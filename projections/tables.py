@@ -21,8 +21,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
 
 from projections.segment_rules import fact_columns
 
@@ -41,6 +43,42 @@ checkpoints = Table(
     Column("partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=False),
 )
+
+CHECKPOINT_CHANNEL = "loopcrm_checkpoints"
+"""PostgreSQL: every transaction that writes ``checkpoints`` sends a notification on
+this channel whose payload is the schema's name, when it commits (a statement trigger,
+``notify_on_checkpoints``). The read API listens, so a request waiting for positions
+wakes when the batch that reaches them commits instead of at its next poll."""
+
+
+def notify_on_checkpoints(conn: Connection, schema: str | None) -> None:
+    """Add the notifying trigger to ``schema``'s checkpoints if it is missing (PostgreSQL;
+    run under ``create_schema``'s lock). Whoever writes checkpoints (a worker of any
+    version, a rebuild) notifies; a schema renamed by a replay's switch notifies its
+    new name."""
+    prefix = f'"{schema}".' if schema else ""
+    if conn.execute(
+        text(
+            "SELECT 1 FROM pg_trigger WHERE tgrelid = CAST(:t AS regclass) "
+            "AND tgname = 'checkpoints_notify'"
+        ),
+        {"t": f"{prefix}checkpoints"},
+    ).first():
+        return
+    conn.execute(
+        text(
+            f"CREATE OR REPLACE FUNCTION {prefix}notify_checkpoints() RETURNS trigger "
+            f"LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('{CHECKPOINT_CHANNEL}', "
+            "TG_TABLE_SCHEMA); RETURN NULL; END $$"
+        )
+    )
+    conn.execute(
+        text(
+            f"CREATE TRIGGER checkpoints_notify AFTER INSERT OR UPDATE ON {prefix}checkpoints "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {prefix}notify_checkpoints()"
+        )
+    )
+
 
 # Every event of every customer; also the dedupe record (a second insert of an
 # event id is a no-op) and the source for recomputing a customer after a split.

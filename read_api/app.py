@@ -24,6 +24,7 @@ from events.log import EventLog
 from privacy.protect import Protector
 from read_api.freshness import PositionWatch
 from read_api.metrics import RequestMetrics
+from read_api.notices import PostgresCheckpointNotices
 from read_api.routes import api_router
 from read_api.store import ReadStore
 
@@ -62,8 +63,15 @@ def create_app(
         "waits for your own writes. API keys need the `read` scope (`analyst` for "
         "assessments and campaign results, `admin` for erasure and export).",
     )
-    app.state.store = ReadStore(engine, topic, schema=schema, protector=protector)
-    app.state.position_watch = PositionWatch(app.state.store.positions)
+    store = app.state.store = ReadStore(engine, topic, schema=schema, protector=protector)
+    notices = (
+        PostgresCheckpointNotices(engine, store.schema)
+        if engine.dialect.name == "postgresql"
+        else None
+    )
+    app.state.position_watch = PositionWatch(store.positions, notices=notices)
+    if notices is not None:
+        app.router.on_shutdown.append(notices.close)
     app.state.event_log = event_log
     app.state.key_store = key_store
     app.state.metrics = RequestMetrics()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from read_api.models import FreshnessPublic
 
@@ -45,19 +46,37 @@ def reached(positions: Mapping[int, int], wanted: Mapping[int, int]) -> bool:
     return all(positions.get(p, 0) >= o for p, o in wanted.items())
 
 
+class CheckpointNotices(Protocol):
+    async def next(self, poll_s: float) -> None:
+        """Return when the checkpoints may have moved since the last call."""
+
+
+class Polling:
+    """No notices: the checkpoints may have moved after every ``poll_s``."""
+
+    async def next(self, poll_s: float) -> None:
+        await asyncio.sleep(poll_s)
+
+
 class PositionWatch:
     """One checkpoint poll per process, shared by every request waiting for positions.
 
-    While anyone waits, a single task reads the checkpoints every ``poll_s`` and wakes
-    the waiters; 100 waiting requests cost one query per poll, not 100. Checkpoints only
+    While anyone waits, a single task reads the checkpoints and wakes the waiters, then
+    reads again on the next notice that they moved (``notices``, e.g.
+    ``read_api.notices.PostgresCheckpointNotices``) or, without notices, after
+    ``poll_s``; 100 waiting requests cost one query per read, not 100. Checkpoints only
     move forward, so a position reached in an earlier read is still reached.
     """
 
     def __init__(
-        self, read_positions: Callable[[], Mapping[int, int]], poll_s: float = POLL_S
+        self,
+        read_positions: Callable[[], Mapping[int, int]],
+        poll_s: float = POLL_S,
+        notices: CheckpointNotices | None = None,
     ) -> None:
         self._read = read_positions
         self._poll_s = poll_s
+        self._notices = notices or Polling()
         self._latest: Mapping[int, int] = {}
         self._error: Exception | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -108,7 +127,7 @@ class PositionWatch:
                 async with self._changed:
                     self._latest, self._error = latest, error
                     self._changed.notify_all()
-                await asyncio.sleep(self._poll_s)
+                await self._notices.next(self._poll_s)
         finally:
             self._task = None
 

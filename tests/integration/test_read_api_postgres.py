@@ -3,6 +3,7 @@ built by the projection store from synthetic events; prints 360-lookup latency f
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import threading
 import time
@@ -23,6 +24,10 @@ from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore
 from projections.tables import outbox
 from read_api import create_app, create_read_engine
+from read_api import notices as notices_module
+from read_api.freshness import PositionWatch
+from read_api.notices import PostgresCheckpointNotices
+from read_api.store import ReadStore
 from schemas import Channel, Identifiers
 from tests.integration.test_gateway_kafka import served
 from tests.projection_harness import TOPIC, as_records
@@ -145,6 +150,41 @@ def test_min_position_waits_for_a_concurrent_batch(api: Served) -> None:
     assert body["freshness"]["caught_up"] is True and len(body["data"]) == 1
     assert api.client.get("/readyz").status_code == 200
     assert f'partition="0"}} {target}' in api.client.get("/metrics").text
+
+
+def test_a_waiting_read_wakes_on_the_commit_notice_not_a_poll(
+    api: Served, services: TestServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoints trigger notifies; with polls 30 s apart only a notice can wake
+    the waiter before its 5 s are up."""
+    monkeypatch.setattr(notices_module, "FALLBACK_S", 30.0)
+    reader = create_read_engine(services.database_url, None, schema=api.store.schema)  # type: ignore[arg-type]
+    read = ReadStore(reader, TOPIC, schema=api.store.schema)
+    notices = PostgresCheckpointNotices(reader, api.store.schema)
+    watch = PositionWatch(read.positions, poll_s=30.0, notices=notices)
+    late = _event(
+        "customer.registered", Channel.WEB, 91, Identifiers(email="n@example.com"), first_name="N"
+    )
+    target = api.ends[0] + 1
+
+    async def scenario() -> tuple[bool, float]:
+        waiting = asyncio.create_task(watch.wait({0: target}, 10_000))
+        for _ in range(100):  # the first read done, the watch starts listening
+            if notices.listening:
+                break
+            await asyncio.sleep(0.05)
+        assert notices.listening
+        started = time.monotonic()
+        await asyncio.to_thread(api.store.apply_batch, TOPIC, as_records([late], start=api.ends[0]))
+        return await waiting, time.monotonic() - started
+
+    try:
+        reached, seconds = asyncio.run(scenario())
+    finally:
+        notices.close()
+        reader.dispose()
+    api.ends[0] = target
+    assert reached and seconds < 4.0
 
 
 def test_customer_360_latency_figures(api: Served) -> None:

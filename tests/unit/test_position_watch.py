@@ -4,8 +4,10 @@ import asyncio
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from read_api.freshness import PositionWatch
+from read_api.notices import PostgresCheckpointNotices
 
 
 class Checkpoints:
@@ -92,3 +94,52 @@ def test_the_poll_stops_when_nobody_waits():
         return checkpoints.reads - after
 
     assert asyncio.run(scenario()) == 0
+
+
+class Notices:
+    """Notices a test sends; ``next`` never returns on its own."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def next(self, poll_s: float) -> None:
+        await self.event.wait()
+        self.event.clear()
+
+
+def test_with_notices_the_checkpoints_are_read_on_each_notice_not_polled():
+    checkpoints = Checkpoints()
+    notices = Notices()
+    watch = PositionWatch(checkpoints.read, poll_s=0.001, notices=notices)
+
+    async def scenario() -> tuple[int, bool, int]:
+        waiting = asyncio.create_task(watch.wait({0: 3}, 2_000))
+        await asyncio.sleep(0.1)
+        quiet = checkpoints.reads  # one read when the wait began, none since
+        checkpoints.positions[0] = 3
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # moved, but nobody said so yet
+        notices.event.set()
+        return quiet, await waiting, checkpoints.reads
+
+    quiet, reached, reads = asyncio.run(scenario())
+    assert quiet == 1 and reached and reads == 2
+
+
+def test_unreachable_notices_fall_back_to_polling(caplog: pytest.LogCaptureFixture):
+    """Nothing listens on port 9 of loopback: the watch says so and polls."""
+    engine = sa.create_engine("postgresql+psycopg2://crm:secret-password@127.0.0.1:9/crm")
+    notices = PostgresCheckpointNotices(engine, "crm")
+    checkpoints = Checkpoints()
+    watch = PositionWatch(checkpoints.read, poll_s=0.01, notices=notices)
+
+    async def scenario() -> bool:
+        waiting = asyncio.create_task(watch.wait({0: 2}, 5_000))
+        await asyncio.sleep(0.1)
+        checkpoints.positions[0] = 2
+        return await waiting
+
+    assert asyncio.run(scenario()) is True
+    assert not notices.listening and checkpoints.reads > 2
+    assert "cannot listen for checkpoint notices (OperationalError)" in caplog.text
+    assert "secret-password" not in caplog.text
