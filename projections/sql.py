@@ -167,6 +167,13 @@ def insert_new(
     return inserted
 
 
+def qualified_name(conn: Connection, table: sa.Table) -> str:
+    """``"schema"."table"`` as ``conn``'s schema translation maps it, for SQL written by
+    hand (PostgreSQL)."""
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    return f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+
+
 def _insert_parts(
     conn: Connection,
     table: sa.Table,
@@ -177,8 +184,7 @@ def _insert_parts(
     """(columns given, qualified table, column list, conflict target, conflict action)
     of an ``INSERT ... ON CONFLICT`` written by hand for PostgreSQL (no SQLAlchemy compile)."""
     columns = [c for c in table.columns if c.name in rows[0]]
-    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+    name = qualified_name(conn, table)
     names = ", ".join(f'"{c.name}"' for c in columns)
     conflict = ", ".join(f'"{k}"' for k in keys)
     if not replace:

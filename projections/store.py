@@ -67,6 +67,7 @@ from projections.sql import (
     is_postgres,
     lock_keys,
     one_of,
+    qualified_name,
     upsert,
 )
 from projections.tables import (
@@ -582,9 +583,9 @@ class _Batch:
         if is_postgres(self.conn):
             # one round trip, written by hand (SQLAlchemy compiles a multi-row INSERT
             # anew for each batch): DO UPDATE locks an existing row as UPDATE would
-            table = f'"{self.lock_space}".checkpoints' if self.lock_space else "checkpoints"
             result = self.conn.exec_driver_sql(
-                f"INSERT INTO {table} AS c (topic, partition, next_offset) "
+                f"INSERT INTO {qualified_name(self.conn, checkpoints)} AS c "
+                "(topic, partition, next_offset) "
                 "SELECT %(topic)s, p, 0 FROM unnest(%(partitions)s::int[]) AS p ORDER BY p "
                 "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = c.next_offset "
                 "RETURNING partition, next_offset",
