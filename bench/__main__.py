@@ -34,7 +34,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.core import BenchContext, Figure, Sizes, machine
+from bench.core import BenchContext, Figure, Sizes, machine, new_run_id
+from bench.leftovers import holding_run, sweep
 from bench.pipeline import engine_for
 
 SECTIONS = ("ingest", "projection", "replay", "freshness", "read_api", "memory", "peer")
@@ -129,6 +130,16 @@ def bench_services(out: Path) -> Iterator[Services]:
             )
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def clear_leftovers(services: Services) -> None:
+    """Remove what killed runs left on these services (see ``bench.leftovers``)."""
+    try:
+        swept = sweep(services.kafka_bootstrap, services.database_url)
+    except Exception as exc:  # the run goes on beside them, and says so
+        console.log(f"[yellow]could not look for leftovers of earlier runs: {type(exc).__name__}")
+        return
+    console.log(swept.summary())
 
 
 def versions(services: Services) -> dict[str, Any]:
@@ -362,7 +373,8 @@ def main(
     started_at = _now()
     results = [SectionResult(name) for name in selected]
 
-    with bench_services(out) as services:
+    run_id = new_run_id()
+    with bench_services(out) as services, holding_run(services.database_url, run_id):
         current = {"section": ""}
 
         def log(message: str) -> None:
@@ -375,6 +387,7 @@ def main(
             workdir=workdir,
             quick=quick,
             out=out,
+            run_id=run_id,
             log=log,
         )
         console.log(
@@ -382,6 +395,7 @@ def main(
             f"{services.kafka_bootstrap}; PostgreSQL {services.postgres_version}"
         )
         console.log(f"run {ctx.run_id}, {'quick' if quick else 'full'} sizes: {asdict(sizes)}")
+        clear_leftovers(services)
         document: dict[str, Any] = {
             "run_id": ctx.run_id,
             "started_at": started_at,

@@ -61,6 +61,10 @@ class Figure:
         return {**asdict(self), "ratio": self.ratio}
 
 
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:6]
+
+
 @dataclass
 class BenchContext:
     kafka_bootstrap: str
@@ -69,12 +73,13 @@ class BenchContext:
     workdir: Path
     quick: bool
     out: Path | None = None  # where sections may write pictures of their own
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    run_id: str = field(default_factory=new_run_id)
     log: Callable[[str], None] = print
 
     def name(self, what: str) -> str:
-        """A fresh topic/schema name for this run (lowercase, PostgreSQL-safe)."""
-        return f"bench_{what}_{self.run_id}"
+        """A fresh topic/schema name for this run (lowercase, PostgreSQL-safe); the run id
+        comes first, so that ``bench.leftovers`` finds what a killed run left behind."""
+        return f"bench_{self.run_id}_{what}"
 
 
 def machine() -> dict[str, Any]:

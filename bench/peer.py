@@ -25,8 +25,8 @@ on the same machine, in the same run, against the same PostgreSQL server:
   ``SqlProjectionStore`` schema: identity resolution, the customer 360, the timeline,
   segments and campaigns — far more work per event than the peer's counters.
 
-The peer gets a fresh database ``bench_peer_<run_id>`` (dropped at the end); LoopCRM a
-fresh schema (dropped at the end; the topic is left).
+The peer gets a fresh database ``bench_<run_id>_peer`` (dropped at the end); LoopCRM a
+fresh schema and topic (dropped at the end).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Identifier
 
 from bench.core import BenchContext, Figure
+from bench.pipeline import delete_topics
 from events.codec import encode_event, partition_key
 from events.kafka import KafkaEventLog
 from producers.synthetic import SyntheticTouchpoints
@@ -364,6 +365,7 @@ def _loopcrm_projection(ctx: BenchContext, events: list[Envelope]) -> tuple[floa
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         engine.dispose()
+        delete_topics(ctx.kafka_bootstrap, [topic])
 
 
 def _expected(items: list[tuple[str, dict[str, Any]]]) -> tuple[int, int, Decimal]:
@@ -390,7 +392,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     )
     ctx.log(f"peer: {len(events):,} events over {keys:,} keys ({versions})")
 
-    with _fresh_database(ctx.database_url, f"bench_peer_{ctx.run_id}") as params:
+    with _fresh_database(ctx.database_url, ctx.name("peer")) as params:
         env = _library_env(params)
         append_rate = _peer_append(env, items)
         ctx.log(f"peer: eventsourcing append {append_rate:,.0f} ev/s")
