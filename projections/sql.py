@@ -117,7 +117,12 @@ def _bulk_insert(
 
 
 def insert_fresh(
-    conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    *,
+    replace: bool = False,
 ) -> None:
     """Insert rows whose keys were found absent (e.g. events not yet in the timeline).
 
@@ -125,10 +130,11 @@ def insert_fresh(
     table and ``INSERT ... SELECT ... ON CONFLICT`` (the timeline's insert was 11% of a
     catch-up batch of 10,000 events, over half of it that INSERT; 8.6% this way). Should
     a key exist after all (another worker inserted it meanwhile), the COPY is undone to
-    a savepoint and the rows go through ``insert_ignore``.
+    a savepoint and the rows go through ``upsert`` (``replace``) or ``insert_ignore``.
     """
+    fallback = upsert if replace else insert_ignore
     if not rows or not is_postgres(conn) or not _copy_pays(rows):
-        insert_ignore(conn, table, rows, keys)
+        fallback(conn, table, rows, keys)
         return
     columns, name, names, _, _ = _insert_parts(conn, table, rows, keys, replace=False)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -140,10 +146,27 @@ def insert_fresh(
             )
         except psycopg2.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO SAVEPOINT insert_fresh")
-            insert_ignore(conn, table, rows, keys)
+            fallback(conn, table, rows, keys)
         cursor.execute("RELEASE SAVEPOINT insert_fresh")
     finally:
         cursor.close()
+
+
+def upsert_fresh(
+    conn: Connection,
+    table: sa.Table,
+    fresh: Sequence[dict[str, Any]],
+    stored: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+) -> None:
+    """``upsert`` ``stored`` rows and ``fresh`` ones (keys found absent): the fresh ones
+    by ``insert_fresh`` when there are enough of them for a COPY, else with the others
+    (one statement rather than two)."""
+    if fresh and is_postgres(conn) and _copy_pays(fresh):
+        insert_fresh(conn, table, fresh, keys, replace=True)
+    else:
+        stored = [*stored, *fresh]
+    upsert(conn, table, stored, keys)
 
 
 def insert_new(

@@ -69,6 +69,7 @@ from projections.sql import (
     one_of,
     qualified_name,
     upsert,
+    upsert_fresh,
 )
 from projections.tables import (
     assessment_runs,
@@ -137,6 +138,8 @@ class _Node:
     counts: dict[str, int] = field(default_factory=dict)
     dirty: bool = False
     value: str | None = None
+    new: bool = False
+    """Not stored yet: its row is COPYed in rather than upserted."""
 
 
 @dataclass
@@ -707,7 +710,7 @@ class _Batch:
                     value=row.value,
                 )
         for name in names:
-            self.nodes.setdefault(name, _Node(None, dirty=True))
+            self.nodes.setdefault(name, _Node(None, dirty=True, new=True))
 
     def _read_customers(self, ids: set[str]) -> None:
         missing = sorted(ids - self.customers.keys())
@@ -1208,10 +1211,9 @@ class _Batch:
             owner = self.customers.get(self._find(node.customer_id or ""))
             if owner is not None and owner.state.erased is not None:
                 node.value = None
-        upsert(
-            conn,
-            identity_nodes,
-            [
+        node_rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        for name, node in dirty_nodes:
+            node_rows[node.new].append(
                 {
                     "node": name,
                     "customer_id": self._find(node.customer_id or ""),
@@ -1221,12 +1223,9 @@ class _Batch:
                     "n_phone": node.counts.get("phone", 0),
                     "value": node.value,
                 }
-                for name, node in dirty_nodes
-            ],
-            ["node"],
-        )
-        for _, node in dirty_nodes:
-            node.dirty = False
+            )
+            node.dirty = node.new = False
+        upsert_fresh(conn, identity_nodes, node_rows[True], node_rows[False], ["node"])
         if not self.retained:
             self.write_customers()
         for rows in (self.timeline_rows, self.history_rows):
@@ -1249,7 +1248,10 @@ class _Batch:
         dirty = [(cid, c) for cid, c in self.customers.items() if c.dirty]
         for chunk in chunks(dirty, 10_000):
             rows = [_customer_row(cid, c) for cid, c in chunk]
-            upsert(conn, customers, rows, ["customer_id"])
+            split: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+            for (_, customer), row in zip(chunk, rows, strict=True):
+                split[customer.new].append(row)
+            upsert_fresh(conn, customers, split[True], split[False], ["customer_id"])
             changes = _RowChanges()
             for (cid, customer), row in zip(chunk, rows, strict=True):
                 now = (row["state"]["segments"], row["state"]["campaigns"])

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from projections import sql
-from projections.sql import RawJson, insert_fresh, insert_ignore, insert_new, upsert
+from projections.sql import RawJson, insert_fresh, insert_ignore, insert_new, upsert, upsert_fresh
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +162,24 @@ def test_insert_fresh_copies_new_rows_and_falls_back_on_a_known_key(
             expected[i]["blob"],
         )
     assert stored[45].name is None or stored[45].name.endswith("-fresh")
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["copy", "values"])
+def test_upsert_fresh_stores_what_upsert_stores_even_when_a_fresh_key_exists(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, schema: str, threshold: int
+) -> None:
+    """Fresh rows go in by COPY (or with the others, when too few for a COPY); a fresh
+    row whose key exists after all replaces the stored one, as ``upsert`` would."""
+    monkeypatch.setattr(sql, "COPY_MIN_CELLS", threshold)
+    mapped = engine.execution_options(schema_translate_map={None: schema})
+    with mapped.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        metadata.create_all(conn)
+        upsert_fresh(conn, things, _rows(50, "fresh"), [], ["id"])
+        replaced = _rows(50, "stored")[:20]
+        upsert_fresh(conn, things, _rows(80, "clash")[45:], replaced, ["id"])  # 45..49 exist
+    with mapped.connect() as conn:
+        stored = {r.id: r.name for r in conn.execute(sa.select(things))}
+    expected = {r["id"]: r["name"] for r in _rows(50, "fresh") + replaced + _rows(80, "clash")[45:]}
+    assert stored == expected
+    assert stored[47] is None or stored[47].endswith("-clash")
