@@ -8,6 +8,8 @@ every later run on the same services: once, the dev services held 373 topics (1,
 partition directories) and ~8 GB of schemas from killed runs, and the figures measured
 beside them were slower. So a run starts by removing everything named for a run whose
 lock is free, and leaves alone what belongs to runs still going (their lock is held).
+A script that runs sections with a ``BenchContext`` of its own should hold
+``holding_run`` for its id as well, or a run starting meanwhile takes its things.
 """
 
 from __future__ import annotations
