@@ -155,17 +155,20 @@ def insert_fresh(
 def upsert_fresh(
     conn: Connection,
     table: sa.Table,
-    fresh: Sequence[dict[str, Any]],
-    stored: Sequence[dict[str, Any]],
+    rows: Iterable[tuple[bool, dict[str, Any]]],
     keys: Sequence[str],
 ) -> None:
-    """``upsert`` ``stored`` rows and ``fresh`` ones (keys found absent): the fresh ones
+    """``upsert`` rows, each with whether its key was found absent (fresh): the fresh ones
     by ``insert_fresh`` when there are enough of them for a COPY, else with the others
     (one statement rather than two)."""
+    fresh: list[dict[str, Any]] = []
+    stored: list[dict[str, Any]] = []
+    for is_fresh, row in rows:
+        (fresh if is_fresh else stored).append(row)
     if fresh and is_postgres(conn) and _copy_pays(fresh):
         insert_fresh(conn, table, fresh, keys, replace=True)
     else:
-        stored = [*stored, *fresh]
+        stored += fresh
     upsert(conn, table, stored, keys)
 
 

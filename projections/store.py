@@ -1211,21 +1211,28 @@ class _Batch:
             owner = self.customers.get(self._find(node.customer_id or ""))
             if owner is not None and owner.state.erased is not None:
                 node.value = None
-        node_rows: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-        for name, node in dirty_nodes:
-            node_rows[node.new].append(
-                {
-                    "node": name,
-                    "customer_id": self._find(node.customer_id or ""),
-                    "shared": node.shared,
-                    "n_account_id": node.counts.get("account_id", 0),
-                    "n_email": node.counts.get("email", 0),
-                    "n_phone": node.counts.get("phone", 0),
-                    "value": node.value,
-                }
-            )
+        upsert_fresh(
+            conn,
+            identity_nodes,
+            [
+                (
+                    node.new,
+                    {
+                        "node": name,
+                        "customer_id": self._find(node.customer_id or ""),
+                        "shared": node.shared,
+                        "n_account_id": node.counts.get("account_id", 0),
+                        "n_email": node.counts.get("email", 0),
+                        "n_phone": node.counts.get("phone", 0),
+                        "value": node.value,
+                    },
+                )
+                for name, node in dirty_nodes
+            ],
+            ["node"],
+        )
+        for _, node in dirty_nodes:
             node.dirty = node.new = False
-        upsert_fresh(conn, identity_nodes, node_rows[True], node_rows[False], ["node"])
         if not self.retained:
             self.write_customers()
         for rows in (self.timeline_rows, self.history_rows):
@@ -1248,10 +1255,8 @@ class _Batch:
         dirty = [(cid, c) for cid, c in self.customers.items() if c.dirty]
         for chunk in chunks(dirty, 10_000):
             rows = [_customer_row(cid, c) for cid, c in chunk]
-            split: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-            for (_, customer), row in zip(chunk, rows, strict=True):
-                split[customer.new].append(row)
-            upsert_fresh(conn, customers, split[True], split[False], ["customer_id"])
+            news = [customer.new for _, customer in chunk]
+            upsert_fresh(conn, customers, zip(news, rows, strict=True), ["customer_id"])
             changes = _RowChanges()
             for (cid, customer), row in zip(chunk, rows, strict=True):
                 now = (row["state"]["segments"], row["state"]["campaigns"])

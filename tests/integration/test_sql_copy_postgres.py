@@ -175,9 +175,11 @@ def test_upsert_fresh_stores_what_upsert_stores_even_when_a_fresh_key_exists(
     with mapped.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         metadata.create_all(conn)
-        upsert_fresh(conn, things, _rows(50, "fresh"), [], ["id"])
+        upsert_fresh(conn, things, [(True, row) for row in _rows(50, "fresh")], ["id"])
         replaced = _rows(50, "stored")[:20]
-        upsert_fresh(conn, things, _rows(80, "clash")[45:], replaced, ["id"])  # 45..49 exist
+        clashing = _rows(80, "clash")[45:]  # ids 45..49 exist
+        mixed = [(False, row) for row in replaced] + [(True, row) for row in clashing]
+        upsert_fresh(conn, things, mixed, ["id"])
     with mapped.connect() as conn:
         stored = {r.id: r.name for r in conn.execute(sa.select(things))}
     expected = {r["id"]: r["name"] for r in _rows(50, "fresh") + replaced + _rows(80, "clash")[45:]}
