@@ -53,7 +53,7 @@ from projections import identity as ident
 from projections import loop
 from projections.customer import CustomerState
 from projections.facts import facts_of
-from projections.queries import live_customer
+from projections.queries import live_customer, live_customers
 from projections.segment_rules import predicate
 from projections.sql import (
     RawJson,
@@ -669,9 +669,8 @@ class _Batch:
             self._lock(f"node:{n}" for n in names)
         while True:
             self._read_nodes(names)
-            self.direct = {
-                d: live_customer(self.conn, d, self.customers) or d for d in sorted(direct)
-            }
+            live = live_customers(self.conn, direct, self.customers)
+            self.direct = {d: live[d] or d for d in sorted(direct)}
             wanted = {c for n in names if (c := self.nodes[n].customer_id)}
             wanted |= set(self.direct.values())
             if wanted <= self.locked:

@@ -22,6 +22,7 @@ from projections.runner import catch_up
 from projections.store import SqlProjectionStore, outbox_publisher
 from projections.tables import metadata
 from tests.projection_harness import TOPIC, as_records, expected, projected
+from tests.unit.test_live_customers import check_live_customers
 
 ROW_TABLES = [
     "customers",
@@ -201,3 +202,7 @@ def test_processes_starting_at_once_on_a_fresh_database_all_create_their_schema(
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names(schema=schema))
     assert {"customers", "timeline", "checkpoints"} <= tables
+
+
+def test_aliases_lead_to_the_live_customer_on_postgres(engine: sa.Engine, schema: str) -> None:
+    check_live_customers(_store(engine, schema))
