@@ -60,5 +60,5 @@ def _present(
     found: dict[str, str] = {}
     for chunk in chunks(sorted(set(keys))):
         rows = conn.execute(sa.select(key, value).where(one_of(conn, key, chunk)))
-        found.update(rows.tuples().all())
+        found.update((k, v) for k, v in rows)
     return found

@@ -657,13 +657,14 @@ class _Batch:
         until no new customer appears (another worker may have merged meanwhile).
         Customers that new ones would be named after are read too, in one query.
         """
-        names = {n for nodes in node_lists for n in nodes if ident.kind_of(n) != "customer_id"}
-        direct = {
-            n.partition(":")[2]
-            for nodes in node_lists
-            for n in nodes
-            if ident.kind_of(n) == "customer_id"
-        }
+        names: set[str] = set()
+        direct: set[str] = set()
+        for n in {n for nodes in node_lists for n in nodes}:
+            kind, _, value = n.partition(":")
+            if kind == "customer_id":
+                direct.add(value)
+            else:
+                names.add(n)
         if not reload:
             self._lock_batch(len(names) + len(direct))
             self._lock(f"node:{n}" for n in names)
