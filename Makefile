@@ -22,7 +22,7 @@ unit: $(STAMP)  ## unit tests only: no services, seconds
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas events crm projections producers auth read_api privacy
+	$(BIN)/mypy schemas events crm projections producers auth read_api privacy bench tests
 
 format: $(STAMP)
 	$(BIN)/ruff format .

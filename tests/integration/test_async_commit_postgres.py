@@ -25,7 +25,9 @@ def _commit_settings(engine: sa.Engine) -> list[str]:
     def _at_commit(conn: sa.Connection) -> None:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         cursor.execute("SHOW synchronous_commit")
-        seen.append(cursor.fetchone()[0])
+        row = cursor.fetchone()
+        assert row is not None
+        seen.append(row[0])
         cursor.close()
 
     return seen

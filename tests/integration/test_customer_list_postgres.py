@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 INDEX = "customers_by_last_seen"
 
 
-def _indexes(engine: sa.Engine, schema: str) -> set[str]:
+def _indexes(engine: sa.Engine, schema: str) -> set[str | None]:
     return {i["name"] for i in sa.inspect(engine).get_indexes("customers", schema=schema)}
 
 

@@ -166,6 +166,7 @@ def test_cloudevents_structured_and_batch_round_trip(stack: Stack, client: httpx
     ]
     by_id = stack.opened()
     for event_id, original in zip(event_ids, events, strict=True):
+        assert event_id is not None
         stored = by_id[event_id]
         assert stored.type == original["type"]
         assert stored.source.system == original["source"]["system"]

@@ -49,7 +49,9 @@ def _rows(n: int, salt: str) -> list[dict[str, Any]]:
     ]
 
 
-def _load(engine: sa.Engine, schema: str, threshold: int, monkeypatch: pytest.MonkeyPatch) -> list:
+def _load(
+    engine: sa.Engine, schema: str, threshold: int, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[Any, ...]]:
     monkeypatch.setattr(sql, "COPY_MIN_CELLS", threshold)
     mapped = engine.execution_options(schema_translate_map={None: schema})
     with mapped.begin() as conn:

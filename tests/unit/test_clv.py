@@ -70,7 +70,7 @@ def brute_force_expected_purchases(
         return math.exp(a * s + (b + x - 1.0) * math.log1p(-p) - log_norm) * gain
 
     peak = math.log(a / (a + b + x))
-    numerator = sum(
+    numerator: float = sum(
         integrate.quad(integrand, lo, hi, epsabs=0.0, epsrel=1e-12, limit=200)[0]
         for lo, hi in [(-745.0, peak - 10.0), (peak - 10.0, peak), (peak, 0.0)]
         if hi > lo

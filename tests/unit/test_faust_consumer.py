@@ -4,17 +4,20 @@ the offsets to commit after a batch, and fuller fetches than aiokafka's default.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from aiokafka.structs import ConsumerRecord
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from events.log import LogRecord
 from projections.faust_app import (
     FETCH_MAX_WAIT_MS,
     FETCH_MIN_BYTES,
+    CheckpointConsumer,
     build_app,
     next_offsets,
     to_log_record,
@@ -81,7 +84,9 @@ def test_the_worker_subscribes_to_the_topic_and_asks_the_broker_for_fuller_fetch
     async def scenario() -> tuple[int, int, list[str]]:
         settings = _Settings("127.0.0.1:9", "crm.events", tmp_path)
         app = build_app(settings, lambda _: _NoProjector())
-        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # not started
+        thread = cast(CheckpointConsumer, app.consumer)._thread
+        transport = cast(faust_aiokafka.Transport, app.transport)
+        consumer = thread._create_worker_consumer(transport)  # not started
         topics = [name for topic in app.topics for name in topic.topics]
         return consumer._fetch_min_bytes, consumer._fetch_max_wait_ms, topics
 
@@ -109,11 +114,13 @@ def test_applied_batches_are_committed_in_the_background_and_count_as_progress(
 
     async def scenario(fail: bool) -> tuple[list[dict[TP, int]], set[TP]]:
         app = build_app(_Settings("127.0.0.1:9", "crm.events", tmp_path), lambda _: _NoProjector())
-        consumer = app.consumer
+        consumer = cast(CheckpointConsumer, app.consumer)
         asked: list[dict[TP, int]] = []
         release = asyncio.Event()
 
-        async def commit_offsets(offsets: dict[TP, int]) -> bool:
+        async def commit_offsets(
+            offsets: Mapping[TP, int], start_new_transaction: bool = True
+        ) -> bool:
             asked.append(dict(offsets))
             await release.wait()
             if fail:
@@ -127,6 +134,7 @@ def test_applied_batches_are_committed_in_the_background_and_count_as_progress(
         consumer.applied(later)
         assert len(asked) == 1
         release.set()
+        assert consumer._committer is not None
         await consumer._committer
         return asked, set(app.monitor.stream_inbound_time)
 

@@ -1,6 +1,7 @@
 import gc
 import threading
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
@@ -9,19 +10,19 @@ from events.gcpause import collection_paused
 
 
 @pytest.fixture(autouse=True)
-def _collector_on():
+def _collector_on() -> Iterator[None]:
     gc.enable()
     yield
     gc.enable()
 
 
-def test_paused_inside_and_back_on_after():
+def test_paused_inside_and_back_on_after() -> None:
     with collection_paused():
         assert not gc.isenabled()
     assert gc.isenabled()
 
 
-def test_nested_pauses_resume_only_at_the_outermost():
+def test_nested_pauses_resume_only_at_the_outermost() -> None:
     with collection_paused():
         with collection_paused():
             assert not gc.isenabled()
@@ -29,20 +30,20 @@ def test_nested_pauses_resume_only_at_the_outermost():
     assert gc.isenabled()
 
 
-def test_back_on_after_an_exception():
+def test_back_on_after_an_exception() -> None:
     with pytest.raises(RuntimeError), collection_paused():
         raise RuntimeError("batch failed")
     assert gc.isenabled()
 
 
-def test_a_collector_switched_off_by_the_application_stays_off():
+def test_a_collector_switched_off_by_the_application_stays_off() -> None:
     gc.disable()
     with collection_paused():
         pass
     assert not gc.isenabled()
 
 
-def test_concurrent_pauses_resume_when_the_last_one_ends():
+def test_concurrent_pauses_resume_when_the_last_one_ends() -> None:
     first_inside, second_done = threading.Event(), threading.Event()
     seen: list[bool] = []
 
@@ -62,9 +63,9 @@ def test_concurrent_pauses_resume_when_the_last_one_ends():
     assert gc.isenabled()
 
 
-def test_cycles_made_during_a_pause_are_collected_after_it():
+def test_cycles_made_during_a_pause_are_collected_after_it() -> None:
     class Node:
-        pass
+        other: "Node"
 
     with collection_paused():
         a, b = Node(), Node()
@@ -75,12 +76,12 @@ def test_cycles_made_during_a_pause_are_collected_after_it():
     assert ref() is None
 
 
-def test_overlapping_pauses_still_collect_now_and_then(monkeypatch):
+def test_overlapping_pauses_still_collect_now_and_then(monkeypatch: pytest.MonkeyPatch) -> None:
     """A busy gateway's requests overlap without end: blocks ending collect anyway."""
     monkeypatch.setattr(gcpause, "YOUNG_EVERY_S", 0.0)
 
     class Node:
-        pass
+        other: "Node"
 
     with collection_paused():  # a long request
         with collection_paused():  # a short one that ends meanwhile

@@ -27,7 +27,7 @@ class Checkpoints:
             return dict(self.positions)
 
 
-def test_many_waiters_share_one_poll_and_all_wake_when_reached():
+def test_many_waiters_share_one_poll_and_all_wake_when_reached() -> None:
     checkpoints = Checkpoints()
     watch = PositionWatch(checkpoints.read, poll_s=0.01)
 
@@ -42,14 +42,14 @@ def test_many_waiters_share_one_poll_and_all_wake_when_reached():
     assert checkpoints.reads < 40
 
 
-def test_a_position_not_reached_in_time_answers_false():
+def test_a_position_not_reached_in_time_answers_false() -> None:
     checkpoints = Checkpoints()
     watch = PositionWatch(checkpoints.read, poll_s=0.01)
     assert asyncio.run(watch.wait({0: 5}, 50)) is False
     assert asyncio.run(watch.wait({0: 5}, 0)) is False
 
 
-def test_a_position_already_seen_answers_without_a_query():
+def test_a_position_already_seen_answers_without_a_query() -> None:
     checkpoints = Checkpoints()
     checkpoints.positions = {0: 7, 1: 3}
     watch = PositionWatch(checkpoints.read, poll_s=0.01)
@@ -64,14 +64,14 @@ def test_a_position_already_seen_answers_without_a_query():
     assert first and reads >= 1 and again_without_reading
 
 
-def test_a_partition_never_checkpointed_counts_as_zero():
+def test_a_partition_never_checkpointed_counts_as_zero() -> None:
     checkpoints = Checkpoints()
     watch = PositionWatch(checkpoints.read, poll_s=0.01)
     assert asyncio.run(watch.wait({4: 0}, 100)) is True
     assert asyncio.run(watch.wait({4: 1}, 30)) is False
 
 
-def test_a_failing_read_reaches_the_waiters_and_the_next_wait_reads_again():
+def test_a_failing_read_reaches_the_waiters_and_the_next_wait_reads_again() -> None:
     checkpoints = Checkpoints()
     checkpoints.fail = True
     watch = PositionWatch(checkpoints.read, poll_s=0.01)
@@ -82,7 +82,7 @@ def test_a_failing_read_reaches_the_waiters_and_the_next_wait_reads_again():
     assert asyncio.run(watch.wait({0: 1}, 1_000)) is True
 
 
-def test_the_poll_stops_when_nobody_waits():
+def test_the_poll_stops_when_nobody_waits() -> None:
     checkpoints = Checkpoints()
     watch = PositionWatch(checkpoints.read, poll_s=0.01)
 
@@ -107,7 +107,7 @@ class Notices:
         self.event.clear()
 
 
-def test_with_notices_the_checkpoints_are_read_on_each_notice_not_polled():
+def test_with_notices_the_checkpoints_are_read_on_each_notice_not_polled() -> None:
     checkpoints = Checkpoints()
     notices = Notices()
     watch = PositionWatch(checkpoints.read, poll_s=0.001, notices=notices)
@@ -126,7 +126,7 @@ def test_with_notices_the_checkpoints_are_read_on_each_notice_not_polled():
     assert quiet == 1 and reached and reads == 2
 
 
-def test_unreachable_notices_fall_back_to_polling(caplog: pytest.LogCaptureFixture):
+def test_unreachable_notices_fall_back_to_polling(caplog: pytest.LogCaptureFixture) -> None:
     """Nothing listens on port 9 of loopback: the watch says so and polls."""
     engine = sa.create_engine("postgresql+psycopg2://crm:secret-password@127.0.0.1:9/crm")
     notices = PostgresCheckpointNotices(engine, "crm")

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import schemathesis
@@ -23,6 +24,9 @@ from projections.store import SqlProjectionStore, outbox_publisher
 from read_api import create_app, create_read_engine
 from tests.closed_loop import Clock
 from tests.unit.test_read_api_loop import TOPIC, build_loop
+
+if TYPE_CHECKING:
+    from schemathesis.specs.openapi.schemas import OpenApiCase
 
 DATA = Path(tempfile.mkdtemp(prefix="loopcrm-schemathesis-"))
 KEYS = SqlApiKeyStore(create_engine_for(None, DATA / "auth.sqlite3"))
@@ -60,7 +64,7 @@ def projections() -> Iterator[None]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_no_server_error_and_responses_match_the_document(case: schemathesis.Case) -> None:
+def test_no_server_error_and_responses_match_the_document(case: OpenApiCase) -> None:
     if case.query and "wait_ms" in case.query:
         case.query["wait_ms"] = 0  # waiting is tested elsewhere; here it only costs time
     # Cursors are opaque tokens: a random string that fits their schema is still not a

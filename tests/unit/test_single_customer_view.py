@@ -238,9 +238,10 @@ def test_a_shared_phone_does_not_merge_a_household(store: SqlProjectionStore) ->
     assert owners == {customer_id_for(f"email:{email}") for email in family}
     phone_owner = store.customer_for("phone", "+14155550199")
     assert phone_owner == customer_id_for("phone:+14155550199")
+    assert phone_owner is not None
     _, states = projected(store)
     assert states[phone_owner]["event_count"] == 1  # the call, seen only through the phone
-    assert all(states[o]["event_count"] == 1 for o in owners)
+    assert all(o is not None and states[o]["event_count"] == 1 for o in owners)
     assert projected(store) == expected(events + calls, 3)
 
 
