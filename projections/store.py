@@ -1255,8 +1255,8 @@ class _Batch:
         dirty = [(cid, c) for cid, c in self.customers.items() if c.dirty]
         for chunk in chunks(dirty, 10_000):
             rows = [_customer_row(cid, c) for cid, c in chunk]
-            news = [customer.new for _, customer in chunk]
-            upsert_fresh(conn, customers, zip(news, rows, strict=True), ["customer_id"])
+            pairs = [(c.new, row) for (_, c), row in zip(chunk, rows, strict=True)]
+            upsert_fresh(conn, customers, pairs, ["customer_id"])
             changes = _RowChanges()
             for (cid, customer), row in zip(chunk, rows, strict=True):
                 now = (row["state"]["segments"], row["state"]["campaigns"])
