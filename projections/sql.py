@@ -442,6 +442,27 @@ def create_schema(conn: Connection, schema: str | None) -> None:
         conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
 
 
+def index_names(conn: Connection, schema: str | None) -> set[str]:
+    """The names of the indexes in ``schema`` (PostgreSQL; ``None``: the current schema)
+    or in the SQLite database.
+
+    Look before ``CREATE INDEX``: even with ``IF NOT EXISTS`` it takes a SHARE lock on its
+    table before it finds the index there, so it waits for every writer and, one table
+    after another in one transaction, can deadlock with a worker's batch.
+    """
+    if is_postgres(conn):
+        rows = conn.execute(
+            sa.text(
+                "SELECT indexname FROM pg_indexes "
+                "WHERE schemaname = COALESCE(:schema, current_schema())"
+            ),
+            {"schema": schema},
+        )
+    else:
+        rows = conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'index'"))
+    return {name for (name,) in rows}
+
+
 def chunks(items: Sequence[Any], size: int = 5_000) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

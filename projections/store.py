@@ -60,6 +60,7 @@ from projections.sql import (
     advisory_key,
     chunks,
     create_schema,
+    index_names,
     insert_for,
     insert_fresh,
     insert_ignore,
@@ -239,13 +240,17 @@ class SqlProjectionStore:
         """Create the schema, tables and indexes if missing (idempotent).
 
         An index added in a later release is created on an existing schema too
-        (``create_all`` adds indexes only with their tables)."""
+        (``create_all`` adds indexes only with their tables). On an up-to-date schema it
+        takes no lock on a table, so a process starting beside busy workers (another
+        worker, the API) neither waits for their batches nor deadlocks with them."""
         with self.engine.begin() as conn:
             create_schema(conn, self.schema)
             metadata.create_all(conn)
+            present = index_names(conn, self.schema)
             for table in metadata.sorted_tables:
                 for index in table.indexes:
-                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+                    if index.name not in present:
+                        conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             if is_postgres(conn):
                 notify_on_checkpoints(conn, self.schema)
 

@@ -206,3 +206,46 @@ def test_processes_starting_at_once_on_a_fresh_database_all_create_their_schema(
 
 def test_aliases_lead_to_the_live_customer_on_postgres(engine: sa.Engine, schema: str) -> None:
     check_live_customers(_store(engine, schema))
+
+
+def test_a_process_starting_beside_a_batch_in_progress_does_not_wait_for_it(
+    engine: sa.Engine, schema: str
+) -> None:
+    """A worker (or the API) starting while another worker's batch holds its tables
+    creates nothing on an up-to-date schema, so it neither waits for that batch nor
+    deadlocks with it (``CREATE INDEX IF NOT EXISTS`` would lock every table)."""
+    _store(engine, schema)
+    SqlKeyStore(engine, b"k" * 32, schema=schema)
+    SqlApiKeyStore(engine, schema)
+    with engine.connect() as batch, batch.begin():
+        names = ", ".join(f'"{schema}"."{t.name}"' for t in metadata.sorted_tables)
+        batch.execute(sa.text(f"LOCK TABLE {names} IN ROW EXCLUSIVE MODE"))
+        started: list[str] = []
+        errors: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                _store(engine, schema)
+                SqlKeyStore(engine, b"k" * 32, schema=schema)
+                SqlApiKeyStore(engine, schema)
+                started.append("all")
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=start, daemon=True)
+        thread.start()
+        thread.join(10)
+        assert not errors, errors
+        assert started == ["all"], "starting waited for the batch in progress"
+
+
+def test_an_index_missing_from_an_existing_schema_is_created(
+    engine: sa.Engine, schema: str
+) -> None:
+    _store(engine, schema)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP INDEX "{schema}"."timeline_by_customer"'))
+    _store(engine, schema)
+    with engine.connect() as conn:
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("timeline", schema=schema)}
+    assert "timeline_by_customer" in indexes
