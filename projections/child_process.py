@@ -100,7 +100,14 @@ class ChildProcessProjector(Generic[S]):
     ) -> None:
         self._args = (factory, settings, log_level, os.getpid())
         self._pool = self._new_pool()
-        self.child_pid()  # build the projector now (it creates its tables), as in-process
+        try:  # build the projector now (it creates its tables), as in-process
+            self._pool.submit(_pid).result()
+        except BrokenProcessPool as exc:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            raise RuntimeError(
+                "the projector's child process failed to start: its error is logged above "
+                "(Exception in initializer)"
+            ) from exc
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(

@@ -46,6 +46,10 @@ def counting(start: dict[int, int]) -> CountingProjector:
     return CountingProjector(start)
 
 
+def failing(message: str) -> CountingProjector:
+    raise RuntimeError(message)  # e.g. the database refused the projector's tables
+
+
 def _records(partition: int, offsets: range) -> list[LogRecord]:
     return [
         LogRecord("t", partition, o, 0, b"k", f"v{o}".encode(), (("h", b"x"),)) for o in offsets
@@ -92,6 +96,15 @@ def test_a_dead_child_fails_one_call_and_is_replaced(
         projector.apply_batch("t", _records(0, range(4, 6)))
     assert projector.checkpoints("t") == {5: 7}  # a new child, built afresh
     assert projector.child_pid() != child
+
+
+def test_a_projector_that_cannot_be_built_fails_the_start_with_its_error_logged(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(RuntimeError, match="child process failed to start") as failed:
+        ChildProcessProjector(failing, "no tables today")
+    assert isinstance(failed.value.__cause__, BrokenProcessPool)
+    assert "no tables today" in capfd.readouterr().err  # the child's own traceback
 
 
 def test_the_child_exits_when_its_worker_is_killed(tmp_path: Path) -> None:
