@@ -28,6 +28,13 @@ def encode_event(event: Envelope) -> bytes:
     return event.__pydantic_serializer__.to_json(event)
 
 
+def event_json(event: Envelope) -> dict[str, Any]:
+    """``encode_event``'s JSON as Python values, without the text in between (faster than
+    parsing it back)."""
+    data: dict[str, Any] = event.__pydantic_serializer__.to_python(event, mode="json")
+    return data
+
+
 def decode_event(value: bytes) -> Envelope:
     """Parse JSON bytes into a validated, upcast envelope.
 

@@ -24,9 +24,9 @@ import base64
 import hashlib
 import hmac
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache, lru_cache
-from typing import Any, Final, get_args
+from typing import Any, Final, NamedTuple, get_args
 
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -100,16 +100,23 @@ class IdentifierHasher:
 # --- paths -----------------------------------------------------------------------------
 
 
+class _PiiPath(NamedTuple):
+    parts: tuple[str, ...]
+    dotted: str
+    required: bool
+    wildcard: bool  # a list in the path (``answers.*.answer``)
+
+
 @cache
-def _paths(event_type: str) -> tuple[tuple[tuple[str, ...], bool], ...]:
-    """(path parts, required) of the type's PII fields; unknown types have none."""
+def _paths(event_type: str) -> tuple[_PiiPath, ...]:
+    """The type's PII fields; unknown types have none."""
     if event_type not in CATALOG:
         return ()
     model = CATALOG[event_type].model
     result = []
     for dotted in pii_fields(event_type):
         parts = tuple(dotted.split("."))
-        result.append((parts, _required(model, parts)))
+        result.append(_PiiPath(parts, dotted, _required(model, parts), "*" in parts))
     return tuple(result)
 
 
@@ -130,18 +137,22 @@ def _required(model: Any, parts: tuple[str, ...]) -> bool:
     return info is not None and info.is_required()
 
 
+def _places(data: JsonDict, path: _PiiPath) -> Sequence[tuple[str, JsonDict, str]]:
+    """(concrete path, container, key) of every value ``path`` names in ``data``."""
+    if path.wildcard:
+        return tuple(_locate(data, path.parts))
+    node: Any = data  # the common case, a few dict lookups
+    for part in path.parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    last = path.parts[-1]
+    if isinstance(node, dict) and node.get(last) is not None:
+        return ((path.dotted, node, last),)
+    return ()
+
+
 def _locate(
     data: Any, parts: tuple[str, ...], prefix: str = ""
 ) -> Iterator[tuple[str, JsonDict, str]]:
-    """(concrete path, container, key) of every place ``parts`` names in ``data``."""
-    if "*" not in parts:  # the common case, without recursion
-        node = data
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        last = parts[-1]
-        if isinstance(node, dict) and node.get(last) is not None:
-            yield prefix + ".".join(parts), node, last
-        return
     head, rest = parts[0], parts[1:]
     if head == "*":
         if isinstance(data, list):
@@ -173,8 +184,8 @@ def _take_out(
     (redaction), True keeps it for sealing.
     """
     taken: JsonDict = {}
-    for parts, required in _paths(str(data.get("type"))):
-        for path, container, key in tuple(_locate(data, parts)):
+    for pii_path in _paths(str(data.get("type"))):
+        for path, container, key in _places(data, pii_path):
             value = container[key]
             kind = _identifier_kind(path, container)
             if kind is not None and kind not in HASHED_KINDS:
@@ -183,7 +194,7 @@ def _take_out(
                 continue  # sealed already
             if kind is not None and isinstance(value, str):
                 container[key] = hasher.hash(kind, value)
-            elif required:
+            elif pii_path.required:
                 container[key] = REDACTED
             else:
                 del container[key]

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from events.codec import encode_event, event_headers, key_for
+from events.codec import event_headers, event_json, key_for
 from events.gcpause import collection_paused
 from events.log import EventLog, LogRecord, OutgoingRecord, Position
 from privacy.crypto import IdentifierHasher, JsonDict, open_sealed, redact, seal, sealed_kid
@@ -45,7 +45,7 @@ class Protector:
             return self._seal(events)
 
     def _seal(self, events: Sequence[Envelope]) -> list[OutgoingRecord]:
-        datas = [orjson.loads(encode_event(event)) for event in events]
+        datas = [event_json(event) for event in events]
         subjects = {
             d["event_id"]: s for d in datas if d.get("pii") is None and (s := self.subject(d))
         }
@@ -75,10 +75,11 @@ class Protector:
     def key(self, data: Mapping[str, Any]) -> bytes:
         """The partition key of a sealed event (its first identifier is hashed already)."""
         identifiers = data.get("identifiers") or {}
-        first = next(
-            ((kind, identifiers[kind]) for kind in IDENTIFIER_KINDS if identifiers.get(kind)),
-            None,
-        )
+        first = None
+        for kind in IDENTIFIER_KINDS:
+            if value := identifiers.get(kind):
+                first = (kind, value)
+                break
         return key_for(first, str(data["type"]))
 
     def open_all(self, datas: Sequence[JsonDict]) -> list[JsonDict]:

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from events.codec import decode_event
+from events.codec import decode_event, encode_event, event_json
 from events.sqlite import SqliteEventLog
 from privacy.crypto import IdentifierHasher, b64, open_sealed, redact, seal, unb64
 from privacy.keystore import KeyStoreError, SqlKeyStore, load_master_key
@@ -199,6 +199,13 @@ def protector(keystore: SqlKeyStore) -> Protector:
 
 
 # --- every catalog type --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event_type", sorted(CATALOG))
+def test_the_json_sealed_is_the_json_encoded(event_type: str) -> None:
+    """Sealing starts from ``event_json``, which must be ``encode_event``'s JSON exactly."""
+    event = _event(event_type)
+    assert event_json(event) == orjson.loads(encode_event(event))
 
 
 @pytest.mark.parametrize("event_type", sorted(CATALOG))
