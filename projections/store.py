@@ -69,6 +69,7 @@ from projections.sql import (
     lock_keys,
     one_of,
     qualified_name,
+    replace_values,
     upsert,
     upsert_fresh,
 )
@@ -1191,18 +1192,10 @@ class _Batch:
             for kept in self.nodes.values():
                 if kept.customer_id in survivors:
                     kept.customer_id = survivors[kept.customer_id]
+        # one statement per table for all the batch's merges (not one per merge)
+        for table in (identity_nodes, timeline, segment_history):
+            replace_values(conn, table.c.customer_id, survivors)
         for chunk in chunks(sorted(survivors), 500):
-            # one statement per table for all the batch's merges (not one per merge)
-            for table in (identity_nodes, timeline, segment_history):
-                conn.execute(
-                    sa.update(table)
-                    .where(table.c.customer_id.in_(chunk))
-                    .values(
-                        customer_id=sa.case(
-                            {m: survivors[m] for m in chunk}, value=table.c.customer_id
-                        )
-                    )
-                )
             for table in (customers, customer_segments, customer_campaigns):
                 conn.execute(sa.delete(table).where(table.c.customer_id.in_(chunk)))
         self._write_aliases()

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from projections import sql
 from projections.sql import RawJson, insert_fresh, insert_ignore, insert_new, upsert, upsert_fresh
+from tests.unit.test_replace_values import check_replace_values
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +188,7 @@ def test_upsert_fresh_stores_what_upsert_stores_even_when_a_fresh_key_exists(
     expected = {r["id"]: r["name"] for r in _rows(50, "fresh") + replaced + _rows(80, "clash")[45:]}
     assert stored == expected
     assert stored[47] is None or stored[47].endswith("-clash")
+
+
+def test_replace_values_on_postgres(engine: sa.Engine, schema: str) -> None:
+    check_replace_values(engine, schema)
