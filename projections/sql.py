@@ -407,7 +407,7 @@ def replace_values(conn: Connection, column: sa.Column[str], mapping: Mapping[st
 
     SQLAlchemy caches each compiled statement with the parameters it was first built
     with: a ``CASE`` of one ``WHEN`` per value made a new entry for every count, each
-    holding its values (the processor grew by ~300 MiB over 800k events). PostgreSQL
+    holding its values (~150 MiB of the processor's peak after 800k events). PostgreSQL
     joins two array parameters; SQLite runs one ``UPDATE`` per value (executemany), so
     no new value may be an old one too (resolve chains first).
     """
