@@ -214,9 +214,7 @@ def test_a_process_starting_beside_a_batch_in_progress_does_not_wait_for_it(
     """A worker (or the API) starting while another worker's batch holds its tables
     creates nothing on an up-to-date schema, so it neither waits for that batch nor
     deadlocks with it (``CREATE INDEX IF NOT EXISTS`` would lock every table)."""
-    _store(engine, schema)
-    SqlKeyStore(engine, b"k" * 32, schema=schema)
-    SqlApiKeyStore(engine, schema)
+    _start_every_store(engine, schema)
     with engine.connect() as batch, batch.begin():
         names = ", ".join(f'"{schema}"."{t.name}"' for t in metadata.sorted_tables)
         batch.execute(sa.text(f"LOCK TABLE {names} IN ROW EXCLUSIVE MODE"))
@@ -225,9 +223,7 @@ def test_a_process_starting_beside_a_batch_in_progress_does_not_wait_for_it(
 
         def start() -> None:
             try:
-                _store(engine, schema)
-                SqlKeyStore(engine, b"k" * 32, schema=schema)
-                SqlApiKeyStore(engine, schema)
+                _start_every_store(engine, schema)
                 started.append("all")
             except BaseException as exc:
                 errors.append(exc)
@@ -237,6 +233,13 @@ def test_a_process_starting_beside_a_batch_in_progress_does_not_wait_for_it(
         thread.join(10)
         assert not errors, errors
         assert started == ["all"], "starting waited for the batch in progress"
+
+
+def _start_every_store(engine: sa.Engine, schema: str) -> None:
+    """What a worker and the API create at start: projections, data keys, API keys."""
+    _store(engine, schema)
+    SqlKeyStore(engine, b"k" * 32, schema=schema)
+    SqlApiKeyStore(engine, schema)
 
 
 def test_an_index_missing_from_an_existing_schema_is_created(
