@@ -54,7 +54,9 @@ _MAX_PHONE_INPUT_LENGTH: Final = 40
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+")
 
 
-@lru_cache(maxsize=65_536)
+# Recent values only (each cache was 65,536, ~15 MiB, filled by the processor from
+# ~80k customers on): normalising an email is ~0.7 µs, a phone number ~40 µs.
+@lru_cache(maxsize=4_096)
 def normalize_email(value: str) -> str:
     """Strip and lower-case an email address; raise ``ValueError`` if it does not look like one."""
     email = value.strip().lower()
@@ -63,7 +65,7 @@ def normalize_email(value: str) -> str:
     return email
 
 
-@lru_cache(maxsize=65_536)
+@lru_cache(maxsize=16_384)
 def normalize_phone(value: str, region: str = DEFAULT_PHONE_REGION) -> str:
     """Return the E.164 form of a phone number; raise ``ValueError`` if it is not valid.
 
