@@ -24,13 +24,13 @@ from bench.core import BenchContext, Figure
 from bench.pipeline import chunks, delete_topics, drop_schemas, past_year, rate, raw_copy_load
 from events.kafka import KafkaEventLog
 from projections import planning
+from projections.processing import BATCH_SIZE
 from projections.runner import catch_up
 from projections.sql import create_engine_for
 from projections.store import SqlProjectionStore, outbox_publisher
 
 SECTION = "projection"
 TARGET = "≥ 15,000 ev/s and ≥ 0.5 of COPY"
-BATCH_SIZE = 10_000  # `crm process`'s default batch
 SEGMENT_RULE = {"field": "order_count", "op": "ge", "value": 1}
 
 
@@ -67,7 +67,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         applied, rounds = 0, 0
         started = time.perf_counter()
         while True:
-            done = catch_up(event_log, store, batch_size=BATCH_SIZE)
+            done = catch_up(event_log, store, batch_size=BATCH_SIZE)  # `crm process`'s
             if done == 0:
                 break
             applied += done

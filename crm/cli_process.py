@@ -13,7 +13,7 @@ from rich.console import Console
 from crm.bootstrap import build_event_log, build_projection_store
 from crm.settings import Settings
 from projections.faust_app import DEFAULT_GROUP_ID, DEFAULT_STOP_TIMEOUT_S, run_worker
-from projections.processing import BackgroundOutbox, BatchProjector
+from projections.processing import BATCH_SIZE, BackgroundOutbox, BatchProjector
 from projections.runner import follow
 from projections.sql import is_postgres
 
@@ -45,7 +45,7 @@ def process(
     ] = DEFAULT_GROUP_ID,
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="most events applied in one transaction")
-    ] = 10_000,
+    ] = BATCH_SIZE,
     batch_wait: Annotated[
         float,
         typer.Option(

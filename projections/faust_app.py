@@ -49,6 +49,7 @@ from faust.types import TP
 from events.log import LogRecord
 from projections.child_process import ChildProcessProjector
 from projections.processing import (
+    BATCH_SIZE,
     FIRST_RETRY_S,
     MAX_RETRY_S,
     BatchProjector,
@@ -391,7 +392,7 @@ def build_app(
     projector_factory: Callable[[S], BatchProjector],
     *,
     group_id: str = DEFAULT_GROUP_ID,
-    batch_size: int = 10_000,
+    batch_size: int = BATCH_SIZE,
     batch_wait: float = 0.0,
     child_process: bool = False,
     log_level: str = "info",
@@ -503,7 +504,7 @@ def run_worker(
     projector_factory: Callable[[S], BatchProjector],
     *,
     group_id: str = DEFAULT_GROUP_ID,
-    batch_size: int = 10_000,
+    batch_size: int = BATCH_SIZE,
     batch_wait: float = 0.0,
     child_process: bool = False,
     log_level: str = "info",

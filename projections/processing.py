@@ -18,6 +18,12 @@ from events.log import LogRecord
 
 log = logging.getLogger(__name__)
 
+BATCH_SIZE = 5_000
+"""Most records a processor applies in one transaction. Batches of 5,000 caught up as
+fast as batches of 10,000 (20k customers, in one process, two rounds each: 4,405 / 4,249
+vs 4,296 / 4,103 ev/s; 2,000: 3,354) with ~75 MiB less peak memory (302 / 313 vs
+383 / 381 MiB): a batch's decoded events, states and rows are all alive at once."""
+
 FIRST_RETRY_S = 0.5
 MAX_RETRY_S = 30.0
 """A failed call is tried again after a pause doubling from the first to the most."""
