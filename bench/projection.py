@@ -67,7 +67,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         applied, rounds = 0, 0
         started = time.perf_counter()
         while True:
-            done = catch_up(event_log, store, batch_size=BATCH_SIZE)  # `crm process`'s
+            done = catch_up(event_log, store, batch_size=BATCH_SIZE)  # as `crm process`
             if done == 0:
                 break
             applied += done
