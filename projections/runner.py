@@ -10,14 +10,14 @@ import time
 from collections.abc import Callable
 
 from events.log import EventLog
-from projections.processing import BatchProjector
+from projections.processing import BATCH_SIZE, BatchProjector
 
 
 def catch_up(
     event_log: EventLog,
     projector: BatchProjector,
     *,
-    batch_size: int = 20_000,
+    batch_size: int = BATCH_SIZE,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Apply everything up to the log's current end; returns records applied.
