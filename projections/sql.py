@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import operator
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -479,19 +481,77 @@ def create_schema(conn: Connection, schema: str | None) -> None:
         conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
 
 
-def index_names(conn: Connection, schema: str | None) -> set[str]:
-    """The names of the indexes in ``schema`` (PostgreSQL; ``None``: the current schema)
-    or in the SQLite database.
+def create_missing_indexes(
+    engine: Engine, schema: str | None, tables: Iterable[sa.Table]
+) -> list[str]:
+    """Create the indexes of ``tables`` missing from ``schema`` (tables created first);
+    returns their names. ``engine`` maps the tables' schema to ``schema`` as the store's
+    does.
 
-    Look before ``CREATE INDEX``: even with ``IF NOT EXISTS`` it takes a SHARE lock on its
-    table before it finds the index there, so it waits for every writer and, one table
-    after another in one transaction, can deadlock with a worker's batch.
+    ``create_all`` adds indexes only with their tables, so an index a later release
+    defines must be added to an existing, live schema. It looks first: ``CREATE INDEX``
+    takes a lock on its table before it finds an index there, even ``IF NOT EXISTS``.
+
+    PostgreSQL: each one ``CREATE INDEX CONCURRENTLY``, outside any transaction, so
+    workers go on writing while it builds (a plain ``CREATE INDEX`` blocks every write
+    to its table for the whole build, minutes on a large timeline, and, one table after
+    another in one transaction, can deadlock with a worker's batch). An index left
+    invalid by a build that failed or was killed is dropped and built again. Processes
+    starting at once take turns on a session advisory lock, tried every 0.1 s rather
+    than waited for: a concurrent build waits for every statement in progress, and a
+    statement waiting for the lock would deadlock with it. SQLite: ``CREATE INDEX``.
     """
+    wanted = [index for table in tables for index in table.indexes]
+    with engine.connect() as conn:
+        if not is_postgres(conn):
+            with conn.begin():
+                present = _valid_indexes(conn, schema)
+                missing = [i for i in wanted if i.name not in present]
+                for index in missing:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            return [str(i.name) for i in missing]
+        present = _valid_indexes(conn, schema)
+        conn.rollback()
+        if not {i.name for i in wanted} - present:
+            return []
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        key = advisory_key(f"crm:indexes:{schema}")
+        while not auto.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            time.sleep(0.1)
+        try:
+            present = _valid_indexes(auto, schema)
+            missing = [i for i in wanted if i.name not in present]
+            for index in missing:
+                where = f'"{schema}".' if schema else ""
+                auto.execute(sa.text(f'DROP INDEX CONCURRENTLY IF EXISTS {where}"{index.name}"'))
+                auto.execute(sa.text(_concurrently(auto, index)))
+        finally:
+            auto.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    return [str(i.name) for i in missing]
+
+
+def _concurrently(conn: Connection, index: sa.Index) -> str:
+    """``CREATE [UNIQUE] INDEX CONCURRENTLY`` for ``index`` in ``conn``'s schema."""
+    sql = str(
+        sa.schema.CreateIndex(index).compile(
+            dialect=conn.dialect,
+            schema_translate_map=conn.get_execution_options().get("schema_translate_map"),
+            render_schema_translate=True,
+        )
+    )
+    return re.sub(r"^CREATE (UNIQUE )?INDEX ", r"CREATE \1INDEX CONCURRENTLY ", sql)
+
+
+def _valid_indexes(conn: Connection, schema: str | None) -> set[str]:
+    """The names of the usable indexes in ``schema`` (PostgreSQL: valid ones; ``None``:
+    the current schema) or in the SQLite database."""
     if is_postgres(conn):
         rows = conn.execute(
             sa.text(
-                "SELECT indexname FROM pg_indexes "
-                "WHERE schemaname = COALESCE(:schema, current_schema())"
+                "SELECT c.relname FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = COALESCE(:schema, current_schema()) AND i.indisvalid"
             ),
             {"schema": schema},
         )

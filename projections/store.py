@@ -59,8 +59,8 @@ from projections.sql import (
     RawJson,
     advisory_key,
     chunks,
+    create_missing_indexes,
     create_schema,
-    index_names,
     insert_for,
     insert_fresh,
     insert_ignore,
@@ -240,20 +240,18 @@ class SqlProjectionStore:
     def create(self) -> None:
         """Create the schema, tables and indexes if missing (idempotent).
 
-        An index added in a later release is created on an existing schema too
-        (``create_all`` adds indexes only with their tables). On an up-to-date schema it
+        An index added in a later release is built on an existing schema too, while
+        workers go on writing (``create_missing_indexes``). On an up-to-date schema it
         takes no lock on a table, so a process starting beside busy workers (another
         worker, the API) neither waits for their batches nor deadlocks with them."""
         with self.engine.begin() as conn:
             create_schema(conn, self.schema)
             metadata.create_all(conn)
-            present = index_names(conn, self.schema)
-            for table in metadata.sorted_tables:
-                for index in table.indexes:
-                    if index.name not in present:
-                        conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             if is_postgres(conn):
                 notify_on_checkpoints(conn, self.schema)
+        added = create_missing_indexes(self.engine, self.schema, metadata.sorted_tables)
+        if added:
+            log.info("created missing indexes: %s", ", ".join(added))
 
     def checkpoints(self, topic: str) -> dict[int, int]:
         with self.engine.connect() as conn:

@@ -242,13 +242,90 @@ def _start_every_store(engine: sa.Engine, schema: str) -> None:
     SqlApiKeyStore(engine, schema)
 
 
-def test_an_index_missing_from_an_existing_schema_is_created(
+INDEX = "timeline_by_customer"  # stands for an index a later release adds
+
+
+def _index_state(engine: sa.Engine, schema: str) -> bool | None:
+    """Whether ``INDEX`` is valid, or None when it is missing."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :schema AND c.relname = :name"
+            ),
+            {"schema": schema, "name": INDEX},
+        ).scalar_one_or_none()
+
+
+def test_an_index_missing_from_a_live_schema_is_built_while_workers_write(
+    engine: sa.Engine, schema: str
+) -> None:
+    """Upgrading beside busy workers: the missing index is built without blocking their
+    writes (a plain ``CREATE INDEX`` queues every new writer of the table behind it
+    until a batch in progress ends and the whole build is done)."""
+    store = _store(engine, schema)
+    store.apply_batch(TOPIC, as_records(list(SyntheticTouchpoints(customers=20).events(200))))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP INDEX "{schema}"."{INDEX}"'))
+    timeline = f'"{schema}"."timeline"'
+    errors: list[BaseException] = []
+    with engine.connect() as batch, batch.begin():  # a worker's batch in progress
+        batch.execute(sa.text(f"LOCK TABLE {timeline} IN ROW EXCLUSIVE MODE"))
+        starting = threading.Thread(
+            target=lambda: _collect(errors, lambda: _store(engine, schema)), daemon=True
+        )
+        starting.start()
+        time.sleep(0.5)  # the build is waiting for the batch to end
+        with engine.connect() as other, other.begin():  # the next batch of another worker
+            other.execute(sa.text("SET LOCAL lock_timeout = '3s'"))
+            other.execute(sa.text(f"UPDATE {timeline} SET customer_id = customer_id"))
+        assert starting.is_alive(), "a concurrent build waits for the batch in progress"
+    starting.join(30)
+    assert not errors, errors
+    assert _index_state(engine, schema) is True
+
+
+def test_an_index_left_invalid_by_a_failed_build_is_built_again(
+    engine: sa.Engine, schema: str
+) -> None:
+    _store(engine, schema)
+    with engine.begin() as conn:  # what a killed CREATE INDEX CONCURRENTLY leaves
+        conn.execute(
+            sa.text(
+                "UPDATE pg_index SET indisvalid = false WHERE indexrelid = CAST(:name AS regclass)"
+            ),
+            {"name": f'"{schema}"."{INDEX}"'},
+        )
+    assert _index_state(engine, schema) is False
+    _store(engine, schema)
+    assert _index_state(engine, schema) is True
+
+
+def test_processes_starting_at_once_build_a_missing_index_once(
     engine: sa.Engine, schema: str
 ) -> None:
     _store(engine, schema)
     with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP INDEX "{schema}"."timeline_by_customer"'))
-    _store(engine, schema)
-    with engine.connect() as conn:
-        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("timeline", schema=schema)}
-    assert "timeline_by_customer" in indexes
+        conn.execute(sa.text(f'DROP INDEX "{schema}"."{INDEX}"'))
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def make() -> None:
+        start.wait()
+        _collect(errors, lambda: _store(engine, schema))
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert _index_state(engine, schema) is True
+
+
+def _collect(errors: list[BaseException], call: Any) -> None:
+    try:
+        call()
+    except BaseException as exc:
+        errors.append(exc)
