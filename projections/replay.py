@@ -29,6 +29,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from events.gcpause import growing_heap
 from events.log import EventLog
 from privacy.protect import Protector
 from projections.sql import advisory_key, create_engine_for, is_postgres
@@ -79,22 +80,26 @@ def _apply_until(
     batch_size: int,
     progress: Progress | None,
 ) -> int:
+    """Apply the log up to ``until``, then what was deferred and retained; the heap the
+    retained customers make is frozen batch by batch (``events.gcpause.growing_heap``)."""
     applied, batch = 0, []
-    for record in event_log.read(
-        from_offsets=store.checkpoints(event_log.topic), until_offsets=until
-    ):
-        batch.append(record)
-        if len(batch) == batch_size:
+    with growing_heap() as settle:
+        for record in event_log.read(
+            from_offsets=store.checkpoints(event_log.topic), until_offsets=until
+        ):
+            batch.append(record)
+            if len(batch) == batch_size:
+                applied += store.apply_batch(event_log.topic, batch)
+                if progress:
+                    progress(len(batch))
+                batch = []
+                settle()
+        if batch:
             applied += store.apply_batch(event_log.topic, batch)
             if progress:
                 progress(len(batch))
-            batch = []
-    if batch:
-        applied += store.apply_batch(event_log.topic, batch)
-        if progress:
-            progress(len(batch))
-    store.apply_deferred()
-    store.write_retained()
+        store.apply_deferred()
+        store.write_retained()
     return applied
 
 

@@ -91,3 +91,22 @@ def test_overlapping_pauses_still_collect_now_and_then(monkeypatch: pytest.Monke
             del a, b
         assert not gc.isenabled()
         assert ref() is None
+
+
+def test_a_growing_heap_is_frozen_as_it_settles_and_thawed_at_the_end() -> None:
+    class Node:
+        other: "Node"
+
+    with gcpause.growing_heap() as settle:
+        assert not gc.isenabled()
+        piled = [[i] for i in range(1_000)]  # what a rebuild keeps from a batch
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # and a batch's cyclic garbage
+        ref = weakref.ref(a)
+        del a, b
+        before = gc.get_freeze_count()
+        settle()
+        assert ref() is None  # collected before freezing
+        assert gc.get_freeze_count() >= before + len(piled)  # no collection walks them again
+    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
