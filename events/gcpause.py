@@ -63,8 +63,9 @@ def growing_heap() -> Iterator[Callable[[], None]]:
     collects the young generations and freezes what survived, so that no later
     collection walks it again. Every full collection otherwise walked the whole pile
     (due each time it grew by a quarter: 15 of them took 18.6 and 20.0 s of two rebuilds
-    of 1,000,000 events, in 192.8 and 200.5 s). The block's end unfreezes everything:
-    it is reference-counted as ever, and collected when next due."""
+    of 1,000,000 events, in 192.8 and 200.5 s). The block's end unfreezes everything
+    (what ``freeze_heap`` froze too: CPython has no partial thaw), which is
+    reference-counted as ever and collected when next due."""
     with collection_paused():
 
         def settle() -> None:

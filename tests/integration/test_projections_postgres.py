@@ -276,7 +276,7 @@ def test_an_index_missing_from_a_live_schema_is_built_while_workers_write(
             target=lambda: _collect(errors, lambda: _store(engine, schema)), daemon=True
         )
         starting.start()
-        time.sleep(0.5)  # the build is waiting for the batch to end
+        _wait_until_running(engine, "CREATE INDEX")  # and waiting for the batch to end
         with engine.connect() as other, other.begin():  # the next batch of another worker
             other.execute(sa.text("SET LOCAL lock_timeout = '3s'"))
             other.execute(sa.text(f"UPDATE {timeline} SET customer_id = customer_id"))
@@ -322,6 +322,24 @@ def test_processes_starting_at_once_build_a_missing_index_once(
         t.join(60)
     assert not errors, errors
     assert _index_state(engine, schema) is True
+
+
+def _wait_until_running(engine: sa.Engine, statement: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            running = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE state = 'active' AND query LIKE :pattern"
+                ),
+                {"pattern": f"{statement}%"},
+            ).scalar_one()
+            conn.rollback()
+            if running:
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"no {statement} ran within {timeout} s")
 
 
 def _collect(errors: list[BaseException], call: Any) -> None:
