@@ -8,9 +8,12 @@ started from Maven's Kafka jars and Debian's PostgreSQL binaries (see ``crm dev`
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
+from kafka import KafkaAdminClient
 
 from crm.devservices.testing import TestServices, services_for_tests
 
@@ -21,11 +24,54 @@ _started: list[TestServices] = []
 os.environ.setdefault("CRM_MASTER_KEY", "dGVzdHMtb25seS1tYXN0ZXIta2V5LTMyLWJ5dGVzISE")
 
 
+TEST_NAME = re.compile(r"^[a-z]+[_-][0-9a-f]{8}(?![0-9a-f])")
+"""Schemas and topics tests name for themselves (``spec_1a2b3c4d``, ``replay-1a2b3c4d…``)."""
+
+
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]:
+    """Started for the session and stopped after it; or services of your own (from the
+    environment), on which the schemas and topics the session's tests made are dropped
+    at its end (of the names tests give, only those that were not there before)."""
     with services_for_tests(tmp_path_factory.mktemp("services")) as started:
         _started.append(started)
+        before = _named_by_tests(started) if started.origin == "env" else None
         yield started
+        if before is not None:
+            schemas, topics = _named_by_tests(started)
+            _drop(started, schemas - before[0], topics - before[1])
+
+
+def _named_by_tests(s: TestServices) -> tuple[set[str], set[str]]:
+    """(schemas, topics) with names like those tests give."""
+    engine = sa.create_engine(s.database_url)
+    try:
+        with engine.connect() as conn:
+            schemas = set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
+    finally:
+        engine.dispose()
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="loopcrm-tests")
+    try:
+        topics = set(admin.list_topics())
+    finally:
+        admin.close()
+    return {n for n in schemas if TEST_NAME.match(n)}, {t for t in topics if TEST_NAME.match(t)}
+
+
+def _drop(s: TestServices, schemas: set[str], topics: set[str]) -> None:
+    engine = sa.create_engine(s.database_url)
+    try:
+        for schema in sorted(schemas):  # one transaction each: locks for every table
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        engine.dispose()
+    if topics:
+        admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="loopcrm-tests")
+        try:
+            admin.delete_topics(sorted(topics))
+        finally:
+            admin.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
