@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from bench.pipeline import engine_for
+from bench.pipeline import drop_schemas, engine_for
 from projections.sql import advisory_key
 
 RUN_NAME = re.compile(r"^bench_([0-9a-f]{6})_")
@@ -93,9 +93,8 @@ def sweep(bootstrap: str, database_url: str) -> Swept:
                 admin.close()
         swept.schemas = _of(dead, schemas)
         swept.databases = _of(dead, databases)
+        drop_schemas(database_url, *swept.schemas)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for schema in swept.schemas:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
             for database in swept.databases:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
     finally:

@@ -56,9 +56,11 @@ def engine_for(database_url: str) -> Engine:
 
 
 def drop_schemas(database_url: str, *schemas: str) -> None:
+    """Each in its own transaction: dropping many at once locks every table of them all,
+    more than PostgreSQL's lock table may hold."""
     engine = engine_for(database_url)
     try:
-        with engine.begin() as conn:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for schema in schemas:
                 conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     finally:

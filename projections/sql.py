@@ -503,26 +503,23 @@ def create_missing_indexes(
     """
     wanted = [index for table in tables for index in table.indexes]
     with engine.connect() as conn:
+        missing = _missing_indexes(conn, schema, wanted)
+        conn.rollback()
+        if not missing:
+            return []
         if not is_postgres(conn):
             with conn.begin():
-                present = _valid_indexes(conn, schema)
-                missing = [i for i in wanted if i.name not in present]
                 for index in missing:
                     conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             return [str(i.name) for i in missing]
-        present = _valid_indexes(conn, schema)
-        conn.rollback()
-        if not {i.name for i in wanted} - present:
-            return []
         auto = conn.execution_options(isolation_level="AUTOCOMMIT")
         key = advisory_key(f"crm:indexes:{schema}")
         while not auto.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
             time.sleep(0.1)
         try:
-            present = _valid_indexes(auto, schema)
-            missing = [i for i in wanted if i.name not in present]
+            missing = _missing_indexes(auto, schema, wanted)  # or built by whoever held it
+            where = f'"{schema}".' if schema else ""
             for index in missing:
-                where = f'"{schema}".' if schema else ""
                 auto.execute(sa.text(f'DROP INDEX CONCURRENTLY IF EXISTS {where}"{index.name}"'))
                 auto.execute(sa.text(_concurrently(auto, index)))
         finally:
@@ -542,9 +539,11 @@ def _concurrently(conn: Connection, index: sa.Index) -> str:
     return re.sub(r"^CREATE (UNIQUE )?INDEX ", r"CREATE \1INDEX CONCURRENTLY ", sql)
 
 
-def _valid_indexes(conn: Connection, schema: str | None) -> set[str]:
-    """The names of the usable indexes in ``schema`` (PostgreSQL: valid ones; ``None``:
-    the current schema) or in the SQLite database."""
+def _missing_indexes(
+    conn: Connection, schema: str | None, wanted: Sequence[sa.Index]
+) -> list[sa.Index]:
+    """``wanted`` less the usable indexes in ``schema`` (PostgreSQL: the valid ones;
+    ``None``: the current schema) or in the SQLite database."""
     if is_postgres(conn):
         rows = conn.execute(
             sa.text(
@@ -557,7 +556,8 @@ def _valid_indexes(conn: Connection, schema: str | None) -> set[str]:
         )
     else:
         rows = conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'index'"))
-    return {name for (name,) in rows}
+    present = {name for (name,) in rows}
+    return [index for index in wanted if index.name not in present]
 
 
 def chunks(items: Sequence[Any], size: int = 5_000) -> Iterable[Sequence[Any]]:

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaAdminClient
 
+from bench.pipeline import delete_topics, drop_schemas, engine_for
 from crm.devservices.testing import TestServices, services_for_tests
 
 _started: list[TestServices] = []
@@ -39,12 +40,13 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestServices]
         yield started
         if before is not None:
             schemas, topics = _named_by_tests(started)
-            _drop(started, schemas - before[0], topics - before[1])
+            drop_schemas(started.database_url, *sorted(schemas - before[0]))
+            delete_topics(started.kafka_bootstrap, topics - before[1])
 
 
 def _named_by_tests(s: TestServices) -> tuple[set[str], set[str]]:
     """(schemas, topics) with names like those tests give."""
-    engine = sa.create_engine(s.database_url)
+    engine = engine_for(s.database_url)
     try:
         with engine.connect() as conn:
             schemas = set(conn.execute(sa.text("SELECT nspname FROM pg_namespace")).scalars())
@@ -56,22 +58,6 @@ def _named_by_tests(s: TestServices) -> tuple[set[str], set[str]]:
     finally:
         admin.close()
     return {n for n in schemas if TEST_NAME.match(n)}, {t for t in topics if TEST_NAME.match(t)}
-
-
-def _drop(s: TestServices, schemas: set[str], topics: set[str]) -> None:
-    engine = sa.create_engine(s.database_url)
-    try:
-        for schema in sorted(schemas):  # one transaction each: locks for every table
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        engine.dispose()
-    if topics:
-        admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="loopcrm-tests")
-        try:
-            admin.delete_topics(sorted(topics))
-        finally:
-            admin.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
