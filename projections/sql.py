@@ -143,9 +143,7 @@ def insert_fresh(
     try:
         cursor.execute("SAVEPOINT insert_fresh")
         try:
-            cursor.copy_expert(
-                f"COPY {name} ({names}) FROM STDIN", io.StringIO(_copy_lines(columns, rows))
-            )
+            copy_in(cursor, f"COPY {name} ({names}) FROM STDIN", _copy_lines(columns, rows))
         except psycopg2.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO SAVEPOINT insert_fresh")
             fallback(conn, table, rows, keys)
@@ -279,7 +277,7 @@ def _pg_copy_insert(
     columns, name, names, conflict, action = _insert_parts(conn, table, rows, keys, replace)
     digest = hashlib.blake2b(",".join(c.name for c in columns).encode(), digest_size=4)
     stage = f'"stage_{table.name}_{digest.hexdigest()}"'
-    buffer = io.StringIO(_copy_lines(columns, rows))
+    text = _copy_lines(columns, rows)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(  # one round trip; DELETE: it may have been used in this transaction
@@ -287,7 +285,7 @@ def _pg_copy_insert(
             f"AS SELECT {names} FROM {name} WITH NO DATA;"
             f"DELETE FROM {stage}"
         )
-        cursor.copy_expert(f"COPY {stage} ({names}) FROM STDIN", buffer)
+        copy_in(cursor, f"COPY {stage} ({names}) FROM STDIN", text)
         sql = (
             f"INSERT INTO {name} ({names}) SELECT {names} FROM {stage} "
             f"ON CONFLICT ({conflict}) {action}"
@@ -299,6 +297,21 @@ def _pg_copy_insert(
         return [tuple(r) for r in cursor.fetchall()]
     finally:
         cursor.close()
+
+
+def copy_statement(
+    conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]
+) -> tuple[str, str]:
+    """PostgreSQL: (``COPY ... FROM STDIN``, its data) that insert ``rows`` into ``table``."""
+    columns, name, names, _, _ = _insert_parts(conn, table, rows, (), replace=False)
+    return f"COPY {name} ({names}) FROM STDIN", _copy_lines(columns, rows)
+
+
+def copy_in(cursor: Any, sql: str, text: str) -> None:
+    """Run ``sql`` (a ``COPY ... FROM STDIN``) on a psycopg2 cursor with ``text``, read
+    at once: psycopg2 reads 8 KiB per call by default, and each call takes the GIL back
+    from whatever else runs in the process."""
+    cursor.copy_expert(sql, io.StringIO(text), size=max(len(text), 8192))
 
 
 def _copy_lines(columns: Sequence[sa.Column[Any]], rows: Sequence[dict[str, Any]]) -> str:

@@ -173,6 +173,81 @@ def test_replay_rebuilds_identical_projections_and_as_of_state(
         dead.close()
 
 
+def _hold_timeline_row(conn: sa.Connection, schema: str, event_id: str) -> None:
+    """Insert (not commit) a timeline row under ``event_id``: a COPY of that id waits
+    until ``conn`` commits (then fails on the duplicate) or rolls back."""
+    conn.execute(
+        sa.text(
+            f'INSERT INTO "{schema}".timeline (event_id, customer_id, occurred_at, type, '
+            "channel, source_system, nodes, event) "
+            "VALUES (:e, 'held', now(), 't', 'web', 's', '[]', '{}')"
+        ),
+        {"e": event_id},
+    )
+
+
+def _in_thread(work: Any) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def _timeline_count(engine: sa.Engine, schema: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".timeline')).scalar())
+
+
+def test_a_rebuild_goes_on_while_its_timeline_is_written(engine: sa.Engine, schema: str) -> None:
+    """A rebuild's batch returns before PostgreSQL has its timeline rows (a thread COPYs
+    them); the next batch drops the events those rows hold, and waits for them before
+    it reads or changes the timeline. Its result is the projection of the events."""
+    events = list(SyntheticTouchpoints(customers=60, seed=8).events(1_200))
+    store = _store(engine, schema, live=False, retain=RETAIN)
+    first = as_records(events[:600])
+    again = as_records(events[500:], start=600)  # 100 events of the first batch again
+    with engine.connect() as holder:
+        _hold_timeline_row(holder, schema, str(events[599].event_id))
+        applying, errors = _in_thread(lambda: store.apply_batch(TOPIC, first))
+        applying.join(30)
+        assert not applying.is_alive(), "the batch waited for its timeline to be written"
+        assert not errors, errors
+        assert _timeline_count(engine, schema) == 0
+        following, errors = _in_thread(lambda: store.apply_batch(TOPIC, again))
+        following.join(2)
+        assert following.is_alive(), "the next batch did not wait for the timeline"
+        holder.rollback()
+    following.join(60)
+    assert not errors, errors
+    store.write_retained()
+    assert _timeline_count(engine, schema) == len(events)
+    assert projected(store) == expected(events, store.shared_threshold)
+
+
+def test_a_rebuild_stops_when_its_timeline_cannot_be_written(
+    engine: sa.Engine, schema: str
+) -> None:
+    events = list(SyntheticTouchpoints(customers=30, seed=9).events(400))
+    store = _store(engine, schema, live=False, retain=RETAIN)
+    with engine.connect() as holder:
+        _hold_timeline_row(holder, schema, str(events[199].event_id))
+        applying, errors = _in_thread(lambda: store.apply_batch(TOPIC, as_records(events[:200])))
+        applying.join(30)
+        assert not applying.is_alive() and not errors, errors
+        holder.commit()  # the COPY now fails on the duplicate key
+    with pytest.raises(RuntimeError, match="writing the rebuild's timeline failed"):
+        store.apply_batch(TOPIC, as_records(events[200:], start=200))
+    with pytest.raises(RuntimeError, match="start the rebuild again"):
+        store.apply_batch(TOPIC, as_records(events[200:], start=200))
+
+
 def test_processes_starting_at_once_on_a_fresh_database_all_create_their_schema(
     engine: sa.Engine, schema: str
 ) -> None:
