@@ -202,7 +202,7 @@ def _in_thread(work: Any) -> tuple[threading.Thread, list[BaseException]]:
 
 def _timeline_count(engine: sa.Engine, schema: str) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".timeline')).scalar())
+        return int(conn.execute(sa.text(f'SELECT count(*) FROM "{schema}".timeline')).scalar_one())
 
 
 def test_a_rebuild_goes_on_while_its_timeline_is_written(engine: sa.Engine, schema: str) -> None:
