@@ -1156,15 +1156,19 @@ class _Batch:
         self.orders = []
         return found
 
+    @property
+    def _timeline_writer(self) -> _TimelineWriter | None:
+        return self.retained.timeline if self.retained is not None else None
+
     def _timeline_written(self) -> None:
-        if self.retained is not None and self.retained.timeline is not None:
-            self.retained.timeline.wait()
+        if (writer := self._timeline_writer) is not None:
+            writer.wait()
 
     def _known_ids(self, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` the timeline holds (applied before), or is being
         written (``_TimelineWriter``)."""
         wanted = set(event_ids)
-        writer = self.retained.timeline if self.retained is not None else None
+        writer = self._timeline_writer
         known = wanted & writer.pending if writer is not None else set()
         for chunk in chunks(sorted(wanted - known)):
             known.update(
@@ -1307,7 +1311,7 @@ class _Batch:
         for rows in (self.timeline_rows, self.history_rows):
             for row in rows:
                 row["customer_id"] = self._find(row["customer_id"])
-        writer = self.retained.timeline if self.retained is not None else None
+        writer = self._timeline_writer
         if writer is not None and not self.erased:
             writer.submit(conn, self.timeline_rows)
         else:
