@@ -138,12 +138,12 @@ def insert_fresh(
     if not rows or not is_postgres(conn) or not _copy_pays(rows):
         fallback(conn, table, rows, keys)
         return
-    columns, name, names, _, _ = _insert_parts(conn, table, rows, keys, replace=False)
+    sql, text = copy_statement(conn, table, rows)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute("SAVEPOINT insert_fresh")
         try:
-            copy_in(cursor, f"COPY {name} ({names}) FROM STDIN", _copy_lines(columns, rows))
+            copy_in(cursor, sql, text)
         except psycopg2.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO SAVEPOINT insert_fresh")
             fallback(conn, table, rows, keys)

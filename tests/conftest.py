@@ -25,8 +25,9 @@ _started: list[TestServices] = []
 os.environ.setdefault("CRM_MASTER_KEY", "dGVzdHMtb25seS1tYXN0ZXIta2V5LTMyLWJ5dGVzISE")
 
 
-TEST_NAME = re.compile(r"^[a-z]+[_-][0-9a-f]{8}(?![0-9a-f])")
-"""Schemas and topics tests name for themselves (``spec_1a2b3c4d``, ``replay-1a2b3c4d…``)."""
+TEST_NAME = re.compile(r"^[a-z]+(?:_[a-z]+)*[_-][0-9a-f]{8}(?![0-9a-f])")
+"""Schemas and topics tests name for themselves (``spec_1a2b3c4d``, ``replay-1a2b3c4d…``,
+``keys_sdk_1a2b3c4d``)."""
 
 
 @pytest.fixture(scope="session")
