@@ -416,9 +416,16 @@ def one_of(bind: Engine | Connection, column: sa.ColumnElement[str], values: Seq
     )
 
 
-def replace_values(conn: Connection, column: sa.Column[str], mapping: Mapping[str, str]) -> None:
+def replace_values(
+    conn: Connection,
+    column: sa.Column[str],
+    mapping: Mapping[str, str],
+    *,
+    key: sa.Column[str] | None = None,
+) -> None:
     """``UPDATE table SET column = mapping[column] WHERE column IN mapping``, in a statement
-    whose shape does not depend on how many values there are.
+    whose shape does not depend on how many values there are; with ``key``, the rows
+    whose ``key`` is in ``mapping`` get ``column = mapping[key]``.
 
     SQLAlchemy caches each compiled statement with the parameters it was first built
     with: a ``CASE`` of one ``WHEN`` per value made a new entry for every count, each
@@ -428,8 +435,10 @@ def replace_values(conn: Connection, column: sa.Column[str], mapping: Mapping[st
     """
     if not mapping:
         return
-    if not mapping.keys().isdisjoint(mapping.values()):
-        raise ValueError("replace_values: a new value is also an old one (a chain)")
+    if key is None:
+        key = column
+        if not mapping.keys().isdisjoint(mapping.values()):
+            raise ValueError("replace_values: a new value is also an old one (a chain)")
     table = column.table
     if is_postgres(conn):
         pairs = (
@@ -441,14 +450,14 @@ def replace_values(conn: Connection, column: sa.Column[str], mapping: Mapping[st
             .render_derived()
         )
         conn.execute(
-            sa.update(table).values({column: pairs.c.new}).where(column == pairs.c.old),
+            sa.update(table).values({column: pairs.c.new}).where(key == pairs.c.old),
             {"old": list(mapping), "new": list(mapping.values())},
         )
     else:
         conn.execute(
             sa.update(table)
             .values({column: sa.bindparam("new")})
-            .where(column == sa.bindparam("old")),
+            .where(key == sa.bindparam("old")),
             [{"old": old, "new": new} for old, new in mapping.items()],
         )
 

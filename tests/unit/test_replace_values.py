@@ -17,6 +17,7 @@ owned = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
 )
 
 
@@ -26,7 +27,10 @@ def check_replace_values(engine: sa.Engine, schema: str | None) -> None:
         if schema:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         metadata.create_all(conn)
-        conn.execute(sa.insert(owned), [{"id": i, "owner": f"c{i % 10}"} for i in range(100)])
+        conn.execute(
+            sa.insert(owned),
+            [{"id": i, "owner": f"c{i % 10}", "name": f"r{i}"} for i in range(100)],
+        )
         cache: dict[object, object] = {}
         cached = conn.execution_options(compiled_cache=cache)
         replace_values(cached, owned.c.owner, {"c0": "x"})
@@ -41,8 +45,15 @@ def check_replace_values(engine: sa.Engine, schema: str | None) -> None:
         with pytest.raises(ValueError, match="chain"):
             replace_values(conn, owned.c.owner, {"c8": "c9", "c9": "w"})
         owners = {i: o for i, o in conn.execute(sa.select(owned.c.id, owned.c.owner))}
-    want = {"c0": "x", "c1": "y", "c2": "y", **{f"c{i}": f"z{i}" for i in range(3, 8)}}
-    assert owners == {i: want.get(f"c{i % 10}", f"c{i % 10}") for i in range(100)}
+        want = {"c0": "x", "c1": "y", "c2": "y", **{f"c{i}": f"z{i}" for i in range(3, 8)}}
+        assert owners == {i: want.get(f"c{i % 10}", f"c{i % 10}") for i in range(100)}
+        # by another column: the rows named get their own values, whatever they held
+        replace_values(
+            cached, owned.c.owner, {"r8": "c9", "r9": "w", "none": "v"}, key=owned.c.name
+        )
+        query = sa.select(owned.c.id, owned.c.owner).where(owned.c.id < 10)
+        got = {i: o for i, o in conn.execute(query)}
+    assert got == {**{i: want.get(f"c{i}", f"c{i}") for i in range(8)}, 8: "c9", 9: "w"}
 
 
 def test_replace_values_on_sqlite(tmp_path: Path) -> None:
