@@ -93,20 +93,29 @@ def test_overlapping_pauses_still_collect_now_and_then(monkeypatch: pytest.Monke
         assert ref() is None
 
 
-def test_a_growing_heap_is_frozen_as_it_settles_and_thawed_at_the_end() -> None:
+def test_a_growing_heap_is_frozen_as_it_settles_and_thawed_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gcpause, "YOUNG_EVERY_S", 0.0)  # inner blocks would collect at once
+
     class Node:
         other: "Node"
 
     with gcpause.growing_heap() as settle:
         assert not gc.isenabled()
-        piled = [[i] for i in range(1_000)]  # what a rebuild keeps from a batch
-        a, b = Node(), Node()
-        a.other, b.other = b, a  # and a batch's cyclic garbage
-        ref = weakref.ref(a)
-        del a, b
+        with collection_paused():  # a batch of a rebuild
+            piled = [[i] for i in range(1_000)]  # what a rebuild keeps from a batch
+            a, b = Node(), Node()
+            a.other, b.other = b, a  # and a batch's cyclic garbage
+            ref = weakref.ref(a)
+            del a, b
+        assert ref() is not None  # the batch's end collected nothing: no walk of the pile
         before = gc.get_freeze_count()
         settle()
-        assert ref() is None  # collected before freezing
         assert gc.get_freeze_count() >= before + len(piled)  # no collection walks them again
+        gc.collect()
+        assert ref() is not None  # frozen with the pile
     assert gc.get_freeze_count() == 0
     assert gc.isenabled()
+    gc.collect()
+    assert ref() is None  # thawed, and collected when next due
