@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -177,13 +177,20 @@ class _Retained:
             customer_id = self.moved[customer_id]
         return customer_id
 
-    def repoint(self) -> None:
-        """Point every node at its customer's survivor, and forget the merges."""
-        if self.moved:
-            for node in self.nodes.values():
-                if node.customer_id in self.moved:
-                    node.customer_id = self.current(node.customer_id)
-            self.moved.clear()
+    def repoint(self, drop: Collection[str] = ()) -> None:
+        """Point every node at its customer's survivor, and forget the merges; and the
+        nodes of the customers in ``drop`` (in the same walk over them all)."""
+        if not self.moved and not drop:
+            return
+        dropped = []
+        for name, node in self.nodes.items():
+            if node.customer_id in self.moved:
+                node.customer_id = self.current(node.customer_id)
+            if node.customer_id in drop:
+                dropped.append(name)
+        for name in dropped:
+            del self.nodes[name]
+        self.moved.clear()
 
 
 class _TimelineWriter:
@@ -945,9 +952,7 @@ class _Batch:
             return
         for customer_id in rewritten:
             self.customers.pop(customer_id, None)
-        self.retained.repoint()  # a split may bring back a merged customer
-        for name in [n for n, node in self.nodes.items() if node.customer_id in rewritten]:
-            del self.nodes[name]
+        self.retained.repoint(drop=rewritten)  # a split may bring back a merged customer
 
     # -- pass 2: resolve and apply ----------------------------------------------------
 
